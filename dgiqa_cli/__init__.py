@@ -1,0 +1,19 @@
+"""dgiqa: blind image quality assessment (DGIQA, Life-IQA) for the command line and Python.
+
+from dgiqa_cli import Scorer
+result = Scorer().score("photo.jpg")       # ScoreResult(path, score, error, ...)
+results = Scorer().score_many(["a.jpg", "b.png"])
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["Scorer", "ScoreResult", "list_models", "__version__"]
+
+
+def __getattr__(name):
+    # Importing torch and timm takes seconds; `dgiqa --help` should not pay for it.
+    if name in ("Scorer", "ScoreResult", "list_models"):
+        from . import scorer
+
+        return getattr(scorer, name)
+    raise AttributeError(f"module 'dgiqa_cli' has no attribute {name!r}")

@@ -1,0 +1,266 @@
+"""The ``dgiqa`` command line: parse, call the library, render. No model logic lives here.
+
+Data goes to stdout (a table, or JSON / CSV that pipe into jq or pandas);
+progress, warnings and errors go to stderr. Exit codes: 0 every image scored,
+1 some images (or the weights) failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .images import MAX_PIXELS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="dgiqa",
+    help=(
+        "Blind image quality scores with DGIQA (depth-guided, no reference image needed).\n\n"
+        "Scores are in [0, 1], higher is better. Examples:\n\n"
+        "  dgiqa score photo.jpg\n\n"
+        "  dgiqa score *.png --json | jq '.[].score'\n\n"
+        "  dgiqa score photo.jpg --weights DGIQA_Koniq10k.pth --crops 20"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class CropMode(str, Enum):
+    official = "official"
+    grid = "grid"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class DepthModel(str, Enum):
+    vits = "vits"
+    vitb = "vitb"
+    vitl = "vitl"
+
+
+# Options shared by every command that scores.
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="DGIQA weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid), a .pth/.safetensors "
+        "file such as the authors' DGIQA_Koniq10k.pth, or hf://OWNER/REPO\\[/FILE].",
+        show_default=False,
+    ),
+]
+DepthModelOpt = Annotated[
+    DepthModel | None,
+    typer.Option(
+        help="Depth Anything encoder. Default: the one the weights were trained with (ViT-L for "
+        "the authors' releases); another one is faster but shifts scores.",
+        show_default=False,
+    ),
+]
+DepthWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Depth Anything weights: a name (vits, vitb, vitl), a file (pytorch_model.bin) or "
+        "hf://OWNER/REPO\\[/FILE]. Default: the registry's copy for --depth-model.",
+        show_default=False,
+    ),
+]
+CropsOpt = Annotated[int, typer.Option(min=1, help="Number of 224x224 crops averaged per image (the paper uses 20).")]
+CropModeOpt = Annotated[
+    CropMode, typer.Option(help="official: the authors' seeded random positions; grid: evenly spread.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the official crop positions (the authors use 42).")]
+DeviceOpt = Annotated[DeviceName, typer.Option(help="Where to run: auto picks CUDA, then MPS, then CPU.")]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(help="auto: bf16 (or fp16) on GPUs, fp32 on CPU. fp32 reproduces the authors' numbers exactly."),
+]
+MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (protects memory).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings on stderr.")]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"dgiqa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Blind image quality assessment with DGIQA."""
+
+
+def setup_logging(quiet: bool) -> None:
+    """Library warnings (e.g. a depth model other than the trained one) as one line each on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("dgiqa")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+def make_scorer(**options):
+    """Build the Scorer, turning setup problems into one clear line and the right exit code."""
+    from .hub import UnknownWeightsError, WeightsError
+    from .scorer import Scorer
+
+    try:
+        with err.status("Loading models…", spinner="dots") if err.is_terminal else contextlib.nullcontext():
+            return Scorer(**options)
+    except (UnknownWeightsError, ValueError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except WeightsError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+
+
+def progress_bar(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}", style="dim"),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+
+
+def render_table(results, score_range) -> Table:
+    low, high = score_range
+    table = Table(title=None, show_lines=False, header_style="bold")
+    table.add_column("image", overflow="fold")
+    table.add_column(f"score [{low:g}, {high:g}]", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("note", overflow="fold")
+    for r in results:
+        if r.ok:
+            table.add_row(escape(r.path), f"{r.score:.4f}", f"{r.width}x{r.height}", "")
+        else:
+            table.add_row(escape(r.path), "[red]-[/]", "", f"[red]{escape(r.error)}[/]")
+    return table
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Image files to score.", show_default=False)],
+    weights: WeightsOpt = None,
+    depth_model: DepthModelOpt = None,
+    depth_weights: DepthWeightsOpt = None,
+    crops: CropsOpt = 20,
+    crop_mode: CropModeOpt = CropMode.official,
+    seed: SeedOpt = 42,
+    device: DeviceOpt = DeviceName.auto,
+    precision: PrecisionOpt = Precision.auto,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of results, and nothing else, on stdout.")
+    ] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results to this CSV file.")] = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score images one by one and print a table (or --json / --csv).
+
+    Every image gets a score or a one-line reason why not; exit code 1 if any failed.
+    """
+    from .export import CsvWriter, check_writable
+
+    setup_logging(quiet)
+    if csv_path is not None:
+        try:
+            check_writable(csv_path)
+        except OSError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+    scorer = make_scorer(
+        weights=weights,
+        depth_model=depth_model.value if depth_model else None,
+        depth_weights=depth_weights,
+        crops=crops,
+        crop_mode=crop_mode.value,
+        seed=seed,
+        device=device.value,
+        precision=precision.value,
+        max_pixels=max_pixels,
+    )
+    results = []
+    started = time.perf_counter()
+    with progress_bar(quiet or len(images) < 2) as progress:
+        task = progress.add_task("Scoring", total=len(images), current="")
+        for path in images:
+            progress.update(task, current=path.name)
+            results.append(scorer.score(path))
+            progress.advance(task)
+    elapsed = time.perf_counter() - started
+
+    if csv_path is not None:
+        with CsvWriter(csv_path) as writer:
+            for r in results:
+                writer.write(r)
+    if as_json:
+        low, high = scorer.score_range
+        payload = [dict(r.as_dict(), score_range=[low, high]) for r in results]
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.print(render_table(results, scorer.score_range))
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err.print(f"[red]failed:[/] {escape(r.path)}: {escape(r.error)}", highlight=False)
+    if not quiet and len(results) > 1:
+        err.print(
+            f"{len(results) - len(failed)} scored, {len(failed)} failed in {elapsed:.1f} s "
+            f"({len(results) / max(elapsed, 1e-9):.2f} images/s)",
+            highlight=False,
+        )
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

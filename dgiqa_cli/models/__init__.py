@@ -1,0 +1,71 @@
+"""The networks, as bare ``nn.Module``s whose state dicts match the authors' checkpoints.
+
+``build_model(name)`` is the one way in (like ``timm.create_model``):
+
+- ``'dgiqa'``: ``forward(rgb, depth) -> (N,)``, crops of 224 x 224, scores in [0, 1];
+- ``'depth-anything-vits'`` / ``-vitb`` / ``-vitl``: ``forward(x) -> (N, H, W)`` relative inverse depth;
+- ``'life-iqa'``: ``forward(x) -> (N,)``, crops of 224 x 224, unbounded MOS regression.
+
+Weights are not loaded here (see :mod:`dgiqa_cli.hub`); each architecture's
+``checkpoint_filter`` adapts foreign checkpoints, as timm's filter functions do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+DEPTH_ENCODERS = ("vits", "vitb", "vitl")
+ARCHITECTURES = ("dgiqa", *(f"depth-anything-{e}" for e in DEPTH_ENCODERS), "life-iqa")
+
+# Buffers that timm versions before 0.9 saved in Swin state dicts and that newer
+# timm recomputes (non-persistent): present in older checkpoints, harmless to drop.
+_STALE_SWIN_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+def build_model(name: str, **config) -> nn.Module:
+    """A freshly initialised model of architecture ``name`` in eval mode (no weights downloaded)."""
+    if name == "dgiqa":
+        from .dgiqa import DGIQA
+
+        model = DGIQA(**config)
+    elif name.startswith("depth-anything-") and name.removeprefix("depth-anything-") in DEPTH_ENCODERS:
+        from .depth_anything import DepthAnything
+
+        model = DepthAnything(name.removeprefix("depth-anything-"), **config)
+    elif name == "life-iqa":
+        from .life_iqa import LifeIQA
+
+        model = LifeIQA(**config)
+    else:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return model.eval()
+
+
+def drop_stale_swin_buffers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint filter for Swin-based models: drop buffers older timm versions saved."""
+    return {k: v for k, v in state_dict.items() if not k.endswith(_STALE_SWIN_BUFFERS)}
+
+
+def checkpoint_filter(arch: str) -> Callable[[dict], dict]:
+    """The function that adapts a checkpoint of ``arch`` before ``load_state_dict``."""
+    if arch in ("dgiqa", "life-iqa"):
+        return drop_stale_swin_buffers
+    return dict
+
+
+def detect_architecture(state_dict: dict[str, torch.Tensor]) -> str:
+    """Tell which of our architectures a state dict belongs to, from its key names and shapes."""
+    keys = state_dict.keys()
+    if "depth_guided_cross_attention.multihead_attn.in_proj_weight" in keys:
+        return "dgiqa"
+    if "bunch_embedding" in keys:
+        return "life-iqa"
+    embed = state_dict.get("pretrained.cls_token")
+    if embed is not None and any(k.startswith("depth_head.") for k in keys):
+        encoder = {384: "vits", 768: "vitb", 1024: "vitl"}.get(embed.shape[-1])
+        if encoder:
+            return f"depth-anything-{encoder}"
+    raise ValueError("the weights match none of: " + ", ".join(ARCHITECTURES))

@@ -1,0 +1,48 @@
+"""Where and in what precision the networks run."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if present, then Apple's MPS, else CPU. Asking for a missing one is an error."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU (is this a CPU build of torch?)")
+    if name == "mps" and not has_mps:
+        raise ValueError("--device mps was asked for, but Apple's Metal backend is not available here")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU (where half is slower)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for ``precision`` (a no-op for fp32): matrix work in half, reductions in fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

@@ -1,0 +1,108 @@
+"""Shared fixtures: the golden numbers, and stand-in weights in the authors' file formats.
+
+The real checkpoints cannot be downloaded here, so every end-to-end test runs
+on the seeded stand-in weights the golden outputs were computed with
+(``dgiqa_cli.standin``), saved as the authors save theirs: a plain state dict
+in a ``.pth`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dgiqa_cli.standin import seeded_state
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PICTURES = ("synthetic_480x640.png", "synthetic_600x400.png")
+
+
+def load_json(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    return load_json("golden.json")
+
+
+@pytest.fixture(scope="session")
+def dgiqa_state(golden) -> dict:
+    return seeded_state(load_json("manifest_dgiqa.json")["tensors"], golden["pipeline"]["dgiqa_weights_seed"])
+
+
+@pytest.fixture(scope="session")
+def depth_state(golden) -> dict:
+    return seeded_state(
+        load_json("manifest_depth_anything_vits14.json")["tensors"], golden["pipeline"]["depth_weights_seed"]
+    )
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory, dgiqa_state, depth_state) -> Path:
+    """DGIQA and ViT-S depth stand-in weights as the authors ship them: ``.pth`` state dicts."""
+    folder = tmp_path_factory.mktemp("weights")
+    torch.save(dgiqa_state, folder / "DGIQA_standin.pth")
+    torch.save(depth_state, folder / "depth_anything_vits14.pth")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def weight_args(weights_dir) -> list[str]:
+    """Command-line options that select the stand-in weights."""
+    return [
+        "--weights",
+        str(weights_dir / "DGIQA_standin.pth"),
+        "--depth-model",
+        "vits",
+        "--depth-weights",
+        str(weights_dir / "depth_anything_vits14.pth"),
+        "--device",
+        "cpu",
+    ]
+
+
+@pytest.fixture(scope="session")
+def scorer(weights_dir):
+    """A CPU Scorer on the stand-in weights, one crop per image (fast), shared by the tests."""
+    from dgiqa_cli import Scorer
+
+    return Scorer(
+        weights_dir / "DGIQA_standin.pth",
+        depth_model="vits",
+        depth_weights=weights_dir / "depth_anything_vits14.pth",
+        crops=1,
+        device="cpu",
+    )
+
+
+@pytest.fixture
+def pictures(tmp_path) -> list[Path]:
+    """Copies of the two fixture pictures in a scratch folder."""
+    out = []
+    for name in PICTURES:
+        shutil.copy(FIXTURES / name, tmp_path / name)
+        out.append(tmp_path / name)
+    return out
+
+
+def prefill_hub_cache(cache: Path, repo: str, filename: str, source: Path, revision: str = "main") -> Path:
+    """Lay a file out as huggingface_hub's cache does (blobs, snapshots, refs), as a past download would."""
+    import hashlib
+
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    data = source.read_bytes()
+    blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    snapshot = folder / "snapshots" / commit / filename
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.symlink_to(blob)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / revision).write_text(commit)
+    return snapshot

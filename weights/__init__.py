@@ -1,0 +1,1 @@
+"""The model registry (JSON files), installed as ``dgiqa_cli.weights``."""
