@@ -89,3 +89,46 @@ def _parse(row: dict) -> dict:
         if out.get(key) is not None:
             out[key] = int(out[key])
     return out
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSON Lines file written by :class:`JsonlWriter`."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def drop_partial_last_row(path: str | os.PathLike) -> None:
+    """Cut a row that a killed run left half-written (no final newline), so appending stays valid."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
+def completed_paths(path: str | os.PathLike) -> set[str]:
+    """Paths that already have a row in an output file (after repairing a torn last row)."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    drop_partial_last_row(path)
+    rows = read_jsonl(path) if path.suffix.lower() in (".jsonl", ".ndjson") or _looks_jsonl(path) else read_csv(path)
+    return {row["path"] for row in rows}
+
+
+def _looks_jsonl(path: Path) -> bool:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read(1) == "{"
+
+
+def score_summary(scores: list[float]) -> dict[str, float]:
+    """min, quartiles and max of the scores (linear interpolation, like numpy's default)."""
+    import numpy as np
+
+    if not scores:
+        return {}
+    q = np.quantile(np.asarray(scores, dtype=np.float64), [0, 0.25, 0.5, 0.75, 1])
+    return dict(zip(("min", "q1", "median", "q3", "max"), map(float, q), strict=True))

@@ -61,7 +61,7 @@ class PreparedImage:
     path: str
     width: int
     height: int
-    rgb: np.ndarray  # (H, W, 3) uint8, the decoded picture
+    rgb: np.ndarray | None  # (H, W, 3) uint8, the decoded picture (None once dropped)
     depth_input: np.ndarray  # (3, h, w) float32, Depth Anything's input
     frame: np.ndarray  # (H', W', 3) uint8, short side 384
     positions: list[tuple[int, int]]
@@ -90,14 +90,21 @@ class Scorer:
         device: str = "auto",
         precision: str = "auto",
         max_pixels: int = MAX_PIXELS,
+        max_crops: int = 128,
     ):
         if crops < 1:
             raise ValueError("--crops must be at least 1")
         if crop_mode not in pp.CROP_MODES:
             raise ValueError(f"unknown crop mode {crop_mode!r}; choose one of {', '.join(pp.CROP_MODES)}")
         self.crops, self.crop_mode, self.seed, self.max_pixels = crops, crop_mode, seed, max_pixels
+        self.max_crops = max_crops  # crops per DGIQA forward pass: bounds activation memory
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop and depth shapes: pick the fastest kernels once
+            if self.exact:  # TF32 convolutions would break fp32's promise of the reference numbers
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
 
         resolved = resolve_weights(weights or default_model_name(), kind="model")
         self.model_name = resolved.label
@@ -123,6 +130,11 @@ class Scorer:
         self.depth = self._load(depth_arch, depth_resolved)
         del self._state
 
+    def compile(self) -> None:
+        """``torch.compile`` both networks: slower first batches, faster after (worth it for big runs)."""
+        self.model = torch.compile(self.model)
+        self.depth = torch.compile(self.depth, dynamic=True)
+
     @property
     def score_range(self) -> tuple[float, float]:
         return self.entry.score_range if self.entry else (0.0, 1.0)
@@ -133,20 +145,48 @@ class Scorer:
 
     # -- the steps -------------------------------------------------------------------------------
 
-    def prepare(self, image: DecodedImage) -> PreparedImage:
-        """CPU work for one picture: depth input, the 384 frame and the crop positions."""
+    @property
+    def exact(self) -> bool:
+        """fp32 reproduces the authors' arithmetic everywhere; half precision takes the fast paths."""
+        return self.precision == "fp32"
+
+    def prepare(self, image: DecodedImage, keep_rgb: bool = True) -> PreparedImage:
+        """CPU work for one picture: depth input, the 384 frame and the crop positions.
+
+        ``keep_rgb=False`` drops the decoded picture once it is no longer needed
+        (the batch engine holds many prepared images at once).
+        """
         frame = pp.resize_short_side(image.rgb)
         positions = pp.crop_positions(frame.shape[0], frame.shape[1], self.crops, self.crop_mode, self.seed)
-        return PreparedImage(
-            image.path, image.width, image.height, image.rgb, pp.depth_input(image.rgb), frame, positions
-        )
+        depth_input = pp.depth_input(image.rgb, exact=self.exact)
+        rgb = image.rgb if keep_rgb else None
+        return PreparedImage(image.path, image.width, image.height, rgb, depth_input, frame, positions)
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host array -> device tensor; through pinned memory and without blocking on CUDA."""
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
 
     @torch.inference_mode()
+    def depth_maps(self, depth_inputs: list[np.ndarray]) -> list[torch.Tensor]:
+        """Relative inverse depth (h, w) per input, float32 on the device; inputs of one shape share a batch."""
+        by_shape: dict[tuple, list[int]] = {}
+        for i, x in enumerate(depth_inputs):
+            by_shape.setdefault(x.shape, []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(depth_inputs)
+        for indices in by_shape.values():
+            batch = self.to_device(np.stack([depth_inputs[i] for i in indices]))
+            with autocast(self.device, self.precision):
+                depths = self.depth(batch).float()
+            for i, depth in zip(indices, depths, strict=True):
+                out[i] = depth
+        return out
+
     def depth_map(self, depth_input: np.ndarray) -> torch.Tensor:
         """Relative inverse depth (h, w), float32 on the device, for one depth input."""
-        x = torch.from_numpy(depth_input).unsqueeze(0).to(self.device)
-        with autocast(self.device, self.precision):
-            return self.depth(x)[0].float()
+        return self.depth_maps([depth_input])[0]
 
     def depth_frame(self, prepared: PreparedImage, depth: torch.Tensor) -> np.ndarray:
         """The authors' depth picture at full size, then resized like the RGB frame: (H', W') uint8."""
@@ -155,25 +195,41 @@ class Scorer:
 
     @torch.inference_mode()
     def score_crops(self, rgb_crops: np.ndarray, depth_crops: np.ndarray, return_attention: bool = False):
-        """DGIQA on uint8 crops (N, 224, 224, 3) and (N, 224, 224) -> (N,) scores (and attention)."""
-        rgb = pp.normalize_uint8(torch.from_numpy(rgb_crops).to(self.device))
-        depth = torch.from_numpy(depth_crops).to(self.device)[..., None].expand(-1, -1, -1, 3)
-        depth = pp.normalize_uint8(depth)
-        with autocast(self.device, self.precision):
-            out = self.model(rgb, depth, return_attention=return_attention)
+        """DGIQA on uint8 crops (N, 224, 224, 3) and (N, 224, 224) -> (N,) scores (and attention).
+
+        Runs in chunks of ``max_crops`` so that memory stays bounded whatever N is.
+        """
+        scores, attention = [], {"cross": [], "refine": []}
+        for start in range(0, len(rgb_crops), self.max_crops):
+            chunk = slice(start, start + self.max_crops)
+            rgb = pp.normalize_uint8(self.to_device(rgb_crops[chunk]))
+            depth = pp.normalize_uint8(self.to_device(depth_crops[chunk])[..., None].expand(-1, -1, -1, 3))
+            with autocast(self.device, self.precision):
+                out = self.model(rgb, depth, return_attention=return_attention)
+            if return_attention:
+                out, maps = out
+                for key, value in maps.items():
+                    attention[key].append(value.float())
+            scores.append(out.float())
         if return_attention:
-            scores, attention = out
-            return scores.float(), {k: v.float() for k, v in attention.items()}
-        return out.float()
+            return torch.cat(scores), {k: torch.cat(v) for k, v in attention.items()}
+        return torch.cat(scores)
 
     # -- whole images ----------------------------------------------------------------------------
 
+    def score_batch(self, batch: list[PreparedImage]) -> list[ScoreResult]:
+        """Score prepared pictures together: depth batched by shape, all their crops through DGIQA at once."""
+        depths = self.depth_maps([p.depth_input for p in batch])
+        rgb_crops, depth_crops = [], []
+        for prepared, depth in zip(batch, depths, strict=True):
+            rgb_crops.append(pp.cut_crops(prepared.frame, prepared.positions))
+            depth_crops.append(pp.cut_crops(self.depth_frame(prepared, depth), prepared.positions))
+        crop_scores = self.score_crops(np.concatenate(rgb_crops), np.concatenate(depth_crops)).cpu()
+        counts = [len(p.positions) for p in batch]
+        return [self.result(p, s) for p, s in zip(batch, crop_scores.split(counts), strict=True)]
+
     def score_prepared(self, prepared: PreparedImage) -> ScoreResult:
-        depth = self.depth_frame(prepared, self.depth_map(prepared.depth_input))
-        rgb_crops = pp.cut_crops(prepared.frame, prepared.positions)
-        depth_crops = pp.cut_crops(depth, prepared.positions)
-        crop_scores = self.score_crops(rgb_crops, depth_crops).cpu()
-        return self.result(prepared, crop_scores)
+        return self.score_batch([prepared])[0]
 
     def result(self, prepared: PreparedImage, crop_scores: torch.Tensor) -> ScoreResult:
         return ScoreResult(

@@ -1,0 +1,136 @@
+"""The batch pipeline: many images through the device at once, CPU work overlapped, memory bounded.
+
+Worker threads read, decode and prepare images (OpenCV and NumPy release the
+GIL) a bounded number ahead of the device; the main thread takes them in
+input order, a batch at a time, through ``Scorer.score_batch`` (depth maps
+batched by shape, every crop of the batch through DGIQA together). Results
+leave in input order, one row each, written and flushed as soon as their
+batch is done. On CUDA out-of-memory the batch size halves and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from .images import ImageError, read_image
+from .scorer import PreparedImage, Scorer, ScoreResult
+
+log = logging.getLogger("dgiqa")
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per device batch: enough crops to fill a GPU; small on CPU, where batching gains little."""
+    return 32 if device.type != "cpu" else 4
+
+
+def default_workers() -> int:
+    return min(16, os.cpu_count() or 1)
+
+
+@dataclass
+class RunStats:
+    """What a run did, for the closing summary."""
+
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.scored + self.failed) / max(self.seconds, 1e-9)
+
+
+class BatchRunner:
+    """Scores a stream of paths with a loaded :class:`Scorer`, calling ``on_result`` for each, in order."""
+
+    def __init__(self, scorer: Scorer, batch_size: int = 8, workers: int = 4, prefetch: int | None = None):
+        if batch_size < 1 or workers < 1:
+            raise ValueError("--batch-size and --workers must be at least 1")
+        self.scorer = scorer
+        self.batch_size = batch_size
+        self.workers = workers
+        # Enough prepared images in flight to keep the device fed, few enough to bound memory.
+        self.prefetch = prefetch or max(2 * batch_size, 4 * workers)
+
+    def prepare(self, path: str) -> PreparedImage | ScoreResult:
+        """Worker-side: a prepared image, or the failure row that replaces it."""
+        try:
+            return self.scorer.prepare(read_image(path, self.scorer.max_pixels), keep_rgb=False)
+        except ImageError as exc:
+            return self.scorer.failure(path, exc.reason)
+        except Exception as exc:  # a decoder bug must not end a run of 100 000 images
+            return self.scorer.failure(path, f"could not be prepared ({type(exc).__name__}: {exc})")
+
+    def run(self, paths: Iterable[str], on_result: Callable[[ScoreResult], None]) -> RunStats:
+        stats = RunStats()
+        paths = iter(paths)
+        in_flight: deque[Future] = deque()
+        pending: list[PreparedImage | ScoreResult] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="dgiqa-prepare") as pool:
+            try:
+                while True:
+                    while len(in_flight) < self.prefetch:
+                        path = next(paths, None)
+                        if path is None:
+                            break
+                        in_flight.append(pool.submit(self.prepare, path))
+                    if not in_flight:
+                        break
+                    pending.append(in_flight.popleft().result())
+                    if sum(isinstance(p, PreparedImage) for p in pending) >= self.batch_size:
+                        self._flush(pending, on_result, stats)
+                self._flush(pending, on_result, stats)
+            finally:
+                for future in in_flight:
+                    future.cancel()
+        stats.finished = time.perf_counter()
+        return stats
+
+    def _flush(self, pending: list, on_result, stats: RunStats) -> None:
+        """Score the prepared images of ``pending`` and hand out every row, in input order."""
+        prepared = [p for p in pending if isinstance(p, PreparedImage)]
+        scored = iter(self.score_with_backoff(prepared))
+        for item in pending:
+            result = next(scored) if isinstance(item, PreparedImage) else item
+            if result.ok:
+                stats.scored += 1
+            else:
+                stats.failed += 1
+            on_result(result)
+        pending.clear()
+
+    def score_with_backoff(self, batch: list[PreparedImage]) -> list[ScoreResult]:
+        """``score_batch``, halving the batch on CUDA out-of-memory until one image alone fails."""
+        if not batch:
+            return []
+        try:
+            return self.scorer.score_batch(batch)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                return [self.scorer.failure(batch[0].path, "out of GPU memory even alone (try --max-pixels)")]
+            half = len(batch) // 2
+            if half < self.batch_size:
+                log.warning("out of GPU memory: batch size %d -> %d", self.batch_size, max(1, half))
+                self.batch_size = max(1, half)
+            return self.score_with_backoff(batch[:half]) + self.score_with_backoff(batch[half:])
+        except Exception as exc:
+            if len(batch) > 1:  # find the one image that broke the batch; score the others
+                return [result for item in batch for result in self.score_with_backoff([item])]
+            log.debug("scoring %s failed", batch[0].path, exc_info=True)
+            return [self.scorer.failure(batch[0].path, f"scoring failed ({type(exc).__name__}: {exc})")]
