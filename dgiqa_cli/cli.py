@@ -71,13 +71,28 @@ class DepthModel(str, Enum):
     vitl = "vitl"
 
 
+class ModelFamily(str, Enum):
+    dgiqa = "dgiqa"
+    life_iqa = "life-iqa"
+
+
 # Options shared by every command that scores.
+ModelOpt = Annotated[
+    ModelFamily | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model family: dgiqa (scores in [0, 1], the default) or life-iqa (unbounded MOS regression). "
+        "Default: whatever --weights holds.",
+        show_default=False,
+    ),
+]
 WeightsOpt = Annotated[
     str | None,
     typer.Option(
         "--weights",
         "-w",
-        help="DGIQA weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid), a .pth/.safetensors "
+        help="Weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid, life-iqa-koniq), a .pth/.safetensors "
         "file such as the authors' DGIQA_Koniq10k.pth, or hf://OWNER/REPO\\[/FILE].",
         show_default=False,
     ),
@@ -169,11 +184,12 @@ def progress_bar(quiet: bool) -> Progress:
     )
 
 
-def render_table(results, score_range) -> Table:
-    low, high = score_range
-    table = Table(title=None, show_lines=False, header_style="bold")
+def render_table(results, scorer) -> Table:
+    low, high = scorer.score_range
+    scale = "MOS, unbounded" if low is None or high is None else f"{low:g}-{high:g}"
+    table = Table(title=f"{scorer.arch} · {scorer.model_name}", show_lines=False, header_style="bold")
     table.add_column("image", overflow="fold")
-    table.add_column(f"score [{low:g}, {high:g}]", justify="right")
+    table.add_column(f"score ({scale})", justify="right")
     table.add_column("size", justify="right")
     table.add_column("note", overflow="fold")
     for r in results:
@@ -187,6 +203,7 @@ def render_table(results, score_range) -> Table:
 @app.command()
 def score(
     images: Annotated[list[Path], typer.Argument(help="Image files to score.", show_default=False)],
+    model: ModelOpt = None,
     weights: WeightsOpt = None,
     depth_model: DepthModelOpt = None,
     depth_weights: DepthWeightsOpt = None,
@@ -215,6 +232,7 @@ def score(
         except OSError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
     scorer = make_scorer(
+        model=model.value if model else None,
         weights=weights,
         depth_model=depth_model.value if depth_model else None,
         depth_weights=depth_weights,
@@ -240,11 +258,10 @@ def score(
             for r in results:
                 writer.write(r)
     if as_json:
-        low, high = scorer.score_range
-        payload = [dict(r.as_dict(), score_range=[low, high]) for r in results]
+        payload = [dict(r.as_dict(), score_range=list(scorer.score_range)) for r in results]
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     else:
-        out.print(render_table(results, scorer.score_range))
+        out.print(render_table(results, scorer))
     failed = [r for r in results if not r.ok]
     for r in failed:
         err.print(f"[red]failed:[/] {escape(r.path)}: {escape(r.error)}", highlight=False)
@@ -330,6 +347,7 @@ def batch(
     compile_models: Annotated[
         bool, typer.Option("--compile", help="torch.compile the networks: slow start, faster long runs.")
     ] = False,
+    model: ModelOpt = None,
     weights: WeightsOpt = None,
     depth_model: DepthModelOpt = None,
     depth_weights: DepthWeightsOpt = None,
@@ -372,6 +390,7 @@ def batch(
             err.print("no images found", highlight=False)
             raise typer.Exit(EXIT_OK)
         scorer = make_scorer(
+            model=model.value if model else None,
             weights=weights,
             depth_model=depth_model.value if depth_model else None,
             depth_weights=depth_weights,
@@ -418,7 +437,7 @@ def batch(
         for writer, _ in writers:
             writer.close()
     if table_rows:
-        out.print(render_table(table_rows, scorer.score_range))
+        out.print(render_table(table_rows, scorer))
     if not quiet:
         print_summary(stats, scores_seen, lowest, summary)
     raise typer.Exit(EXIT_FAILED if stats.failed else EXIT_OK)

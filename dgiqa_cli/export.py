@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-FIELDS = ("path", "score", "width", "height", "crops", "model", "depth_model", "error")
+FIELDS = ("path", "score", "width", "height", "crops", "arch", "model", "depth_model", "scale", "error")
 
 
 def check_writable(path: str | os.PathLike) -> Path:

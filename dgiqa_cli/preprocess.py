@@ -16,6 +16,7 @@ import random
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,6 +40,18 @@ def resize_short_side(img: np.ndarray, short_side: int = SHORT_SIDE) -> np.ndarr
         return img
     new_h, new_w = short_side_size(height, width, short_side)
     return cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to exactly (H, W), aspect ratio not kept, as torchvision's ``Resize((H, W))`` on a PIL image.
+
+    That is Pillow's bilinear filter, which widens its support when shrinking
+    (antialiasing); Life-IQA's test transform resizes this way.
+    """
+    height, width = size
+    if img.shape[:2] == (height, width):
+        return img
+    return np.asarray(Image.fromarray(img).resize((width, height), Image.BILINEAR))
 
 
 def crop_positions(

@@ -26,7 +26,19 @@ from .runtime import autocast, pick_device, pick_precision
 log = logging.getLogger("dgiqa")
 
 DEFAULT_CROPS = 20
-AUTHORS_DEPTH_MODEL = "vitl"  # what the authors trained and score with
+AUTHORS_DEPTH_MODEL = "vitl"  # what the DGIQA authors trained and score with
+MODEL_FAMILIES = ("dgiqa", "life-iqa")
+LIFE_IQA_INPUT_SIZE = (512, 384)  # (H, W) of the KonIQ configuration's test-time resize
+SCORE_RANGES = {"dgiqa": (0.0, 1.0), "life-iqa": (None, None)}
+
+
+def default_weights_for(family: str) -> str:
+    """The registry name used when only the model family is given."""
+    names = [name for name, entry in model_entries().items() if entry.arch == family]
+    if not names:
+        raise ValueError(f"the registry has no weights for {family}")
+    default = default_model_name()
+    return default if default in names else names[0]
 
 
 @dataclass
@@ -39,8 +51,10 @@ class ScoreResult:
     width: int | None = None
     height: int | None = None
     crops: int = 0
-    model: str = ""
+    model: str = ""  # the weights: a registry name, a file or hf:// address
     depth_model: str | None = None
+    arch: str = ""  # dgiqa or life-iqa
+    scale: str = ""  # what the number means, e.g. "0 to 1, higher is better"
     crop_scores: list[float] | None = field(default=None, repr=False)
 
     @property
@@ -62,16 +76,18 @@ class PreparedImage:
     width: int
     height: int
     rgb: np.ndarray | None  # (H, W, 3) uint8, the decoded picture (None once dropped)
-    depth_input: np.ndarray  # (3, h, w) float32, Depth Anything's input
-    frame: np.ndarray  # (H', W', 3) uint8, short side 384
+    depth_input: np.ndarray | None  # (3, h, w) float32, Depth Anything's input (DGIQA only)
+    frame: np.ndarray  # (H', W', 3) uint8 that crops are cut from: short side 384 (DGIQA), 512 x 384 (Life-IQA)
     positions: list[tuple[int, int]]
 
 
 class Scorer:
-    """Scores pictures with DGIQA (depth from Depth Anything) the way the authors' script does.
+    """Scores pictures the way the authors' scripts do: DGIQA (default) or Life-IQA.
 
-    ``weights``: a registry name (default ``dgiqa-koniq``), a ``.pth`` /
-    ``.safetensors`` file, or ``hf://owner/repo[/file]``. ``depth_model``:
+    ``model``: the family, ``dgiqa`` or ``life-iqa``; by default the one the
+    weights hold. ``weights``: a registry name (default ``dgiqa-koniq``, or
+    ``life-iqa-koniq`` for ``model="life-iqa"``), a ``.pth`` /
+    ``.safetensors`` file, or ``hf://owner/repo[/file]``. DGIQA only: ``depth_model``:
     ``vits``/``vitb``/``vitl``, defaulting to the one the weights were trained
     with (ViT-L for the authors' releases); ``depth_weights`` overrides where
     its weights come from. ``crops``/``crop_mode``/``seed`` choose the 224-pixel
@@ -82,6 +98,7 @@ class Scorer:
         self,
         weights: str | os.PathLike | None = None,
         *,
+        model: str | None = None,
         depth_model: str | None = None,
         depth_weights: str | os.PathLike | None = None,
         crops: int = DEFAULT_CROPS,
@@ -106,15 +123,28 @@ class Scorer:
                 torch.backends.cudnn.allow_tf32 = False
                 torch.backends.cuda.matmul.allow_tf32 = False
 
-        resolved = resolve_weights(weights or default_model_name(), kind="model")
+        if model is not None and model not in MODEL_FAMILIES:
+            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODEL_FAMILIES)}")
+        resolved = resolve_weights(weights or default_weights_for(model or "dgiqa"), kind="model")
         self.model_name = resolved.label
         self.entry: RegistryEntry | None = resolved.entry
-        self._state = None if resolved.entry else read_state_dict(resolved.path)
-        self.arch = resolved.entry.arch if resolved.entry else detect_arch(resolved, self._state)
-        if self.arch != "dgiqa":
-            raise WeightsError(f"{resolved.label}: holds {self.arch} weights, not DGIQA weights")
-        self.model = self._load("dgiqa", resolved, self._state)
+        state = None if resolved.entry else read_state_dict(resolved.path)
+        self.arch = resolved.entry.arch if resolved.entry else detect_arch(resolved, state)
+        if self.arch not in MODEL_FAMILIES or (model is not None and self.arch != model):
+            wanted = model or " or ".join(MODEL_FAMILIES)
+            raise WeightsError(f"{resolved.label}: holds {self.arch} weights, not {wanted} weights")
+        config = dict(self.entry.config) if self.entry else {}
+        self.input_size = tuple(config.pop("input_size", LIFE_IQA_INPUT_SIZE))  # Life-IQA's fixed (H, W)
+        self.model = self._load(self.arch, resolved, state, **config.get("model", {}))
+        self.depth_model_name: str | None = None
+        self.depth = None
+        if self.arch == "dgiqa":
+            self._load_depth(depth_model, depth_weights)
+        elif depth_model or depth_weights:
+            raise ValueError("--depth-model and --depth-weights are for DGIQA; Life-IQA has no depth stage")
 
+    def _load_depth(self, depth_model: str | None, depth_weights) -> None:
+        """The Depth Anything stage DGIQA needs; by default the encoder the weights were trained with."""
         trained_with = (self.entry.depth_model if self.entry else None) or AUTHORS_DEPTH_MODEL
         self.depth_model_name = depth_model or trained_with
         if self.depth_model_name not in DEPTH_ENCODERS:
@@ -128,19 +158,31 @@ class Scorer:
         depth_resolved = resolve_weights(depth_weights or depth_entry_for_arch(self.depth_model_name).name, "depth")
         depth_arch = f"depth-anything-{self.depth_model_name}"
         self.depth = self._load(depth_arch, depth_resolved)
-        del self._state
 
     def compile(self) -> None:
         """``torch.compile`` both networks: slower first batches, faster after (worth it for big runs)."""
         self.model = torch.compile(self.model)
-        self.depth = torch.compile(self.depth, dynamic=True)
+        if self.depth is not None:
+            self.depth = torch.compile(self.depth, dynamic=True)
 
     @property
-    def score_range(self) -> tuple[float, float]:
-        return self.entry.score_range if self.entry else (0.0, 1.0)
+    def score_range(self) -> tuple[float | None, float | None]:
+        """The range scores fall in; ``(None, None)`` for Life-IQA's unbounded MOS regression."""
+        if self.entry and self.entry.score_range != (None, None):
+            return self.entry.score_range
+        return SCORE_RANGES[self.arch]
 
-    def _load(self, arch: str, weights: ResolvedWeights, state_dict=None) -> torch.nn.Module:
-        model = load_into(build_model(arch), arch, weights, state_dict)
+    @property
+    def scale(self) -> str:
+        """The score scale in words, printed beside every number."""
+        low, high = self.score_range
+        if low is None or high is None:
+            trained = f" of {self.entry.trained_on}" if self.entry and self.entry.trained_on else ""
+            return f"MOS{trained}, unbounded"
+        return f"{low:g} to {high:g}, higher is better"
+
+    def _load(self, arch: str, weights: ResolvedWeights, state_dict=None, **config) -> torch.nn.Module:
+        model = load_into(build_model(arch, **config), arch, weights, state_dict)
         return model.to(self.device).eval()
 
     # -- the steps -------------------------------------------------------------------------------
@@ -156,9 +198,11 @@ class Scorer:
         ``keep_rgb=False`` drops the decoded picture once it is no longer needed
         (the batch engine holds many prepared images at once).
         """
-        frame = pp.resize_short_side(image.rgb)
+        if self.arch == "life-iqa":
+            frame, depth_input = pp.resize_exact(image.rgb, self.input_size), None
+        else:
+            frame, depth_input = pp.resize_short_side(image.rgb), pp.depth_input(image.rgb, exact=self.exact)
         positions = pp.crop_positions(frame.shape[0], frame.shape[1], self.crops, self.crop_mode, self.seed)
-        depth_input = pp.depth_input(image.rgb, exact=self.exact)
         rgb = image.rgb if keep_rgb else None
         return PreparedImage(image.path, image.width, image.height, rgb, depth_input, frame, positions)
 
@@ -218,13 +262,35 @@ class Scorer:
     # -- whole images ----------------------------------------------------------------------------
 
     def score_batch(self, batch: list[PreparedImage]) -> list[ScoreResult]:
-        """Score prepared pictures together: depth batched by shape, all their crops through DGIQA at once."""
+        """Score prepared pictures together: depth batched by shape, all their crops through the model at once."""
+        if self.arch == "life-iqa":
+            crops = np.concatenate([pp.cut_crops(p.frame, p.positions) for p in batch])
+            return self.results(batch, self.score_rgb_crops(crops).cpu())
         depths = self.depth_maps([p.depth_input for p in batch])
         rgb_crops, depth_crops = [], []
         for prepared, depth in zip(batch, depths, strict=True):
             rgb_crops.append(pp.cut_crops(prepared.frame, prepared.positions))
             depth_crops.append(pp.cut_crops(self.depth_frame(prepared, depth), prepared.positions))
-        crop_scores = self.score_crops(np.concatenate(rgb_crops), np.concatenate(depth_crops)).cpu()
+        return self.results(batch, self.score_crops(np.concatenate(rgb_crops), np.concatenate(depth_crops)).cpu())
+
+    @torch.inference_mode()
+    def score_rgb_crops(self, rgb_crops: np.ndarray, return_attention: bool = False):
+        """Life-IQA on uint8 crops (N, 224, 224, 3) -> (N,) scores (and the decoder's attention, (N, queries, 49))."""
+        scores, attention = [], []
+        for start in range(0, len(rgb_crops), self.max_crops):
+            rgb = pp.normalize_uint8(self.to_device(rgb_crops[start : start + self.max_crops]))
+            with autocast(self.device, self.precision):
+                out = self.model(rgb, return_attention=return_attention)
+            if return_attention:
+                out, maps = out
+                attention.append(maps.float())
+            scores.append(out.float())
+        if return_attention:
+            return torch.cat(scores), torch.cat(attention)
+        return torch.cat(scores)
+
+    def results(self, batch: list[PreparedImage], crop_scores: torch.Tensor) -> list[ScoreResult]:
+        """Split a batch's crop scores back into one result per picture."""
         counts = [len(p.positions) for p in batch]
         return [self.result(p, s) for p, s in zip(batch, crop_scores.split(counts), strict=True)]
 
@@ -240,11 +306,21 @@ class Scorer:
             crops=len(prepared.positions),
             model=self.model_name,
             depth_model=self.depth_model_name,
+            arch=self.arch,
+            scale=self.scale,
             crop_scores=crop_scores.tolist(),
         )
 
     def failure(self, path: str, error: str) -> ScoreResult:
-        return ScoreResult(path=path, score=None, error=error, model=self.model_name, depth_model=self.depth_model_name)
+        return ScoreResult(
+            path=path,
+            score=None,
+            error=error,
+            model=self.model_name,
+            depth_model=self.depth_model_name,
+            arch=self.arch,
+            scale=self.scale,
+        )
 
     def load(self, item: str | os.PathLike | np.ndarray) -> DecodedImage:
         """A path, encoded bytes, or an RGB uint8 array (H, W, 3) / grayscale (H, W) -> DecodedImage."""

@@ -106,3 +106,17 @@ def prefill_hub_cache(cache: Path, repo: str, filename: str, source: Path, revis
     (folder / "refs").mkdir(exist_ok=True)
     (folder / "refs" / revision).write_text(commit)
     return snapshot
+
+
+@pytest.fixture(scope="session")
+def life_iqa_file(tmp_path_factory, golden) -> Path:
+    """Life-IQA stand-in weights (golden recipe: seeded, then backbone twins made equal) as an authors' .pth."""
+    from dgiqa_cli.models.life_iqa import twin_key
+
+    state = seeded_state(load_json("manifest_life_iqa.json")["tensors"], golden["life_iqa_forward"]["weights_seed"])
+    for key in state:
+        if key.startswith("backbone_stages."):
+            state[key] = state[twin_key(key)]
+    path = tmp_path_factory.mktemp("life") / "life_iqa_koniq_standin.pth"
+    torch.save(state, path)
+    return path

@@ -221,7 +221,7 @@ def test_table_when_no_output_file(tmp_path, weight_args):
     picture_folder(tmp_path / "pics", sizes=((300, 400),))
     result = invoke("batch", tmp_path / "pics", *weight_args, "--crops", "1")
     assert result.exit_code == 0, result.stderr
-    assert "img00.png" in result.stdout and "score [0, 1]" in result.stdout
+    assert "img00.png" in result.stdout and "score (0-1)" in result.stdout
 
 
 class OutOfMemoryAbove:

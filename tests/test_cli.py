@@ -92,7 +92,7 @@ def test_table_and_csv_output(tmp_path, weight_args, pictures):
     csv_path = tmp_path / "scores.csv"
     result = invoke("score", *pictures, *weight_args, "--crops", "1", "--csv", csv_path)
     assert result.exit_code == 0, result.stderr
-    assert "synthetic_480x640.png" in result.stdout and "score [0, 1]" in result.stdout
+    assert "synthetic_480x640.png" in result.stdout and "score (0-1)" in result.stdout
     rows = read_csv(csv_path)
     assert [r["path"] for r in rows] == [str(p) for p in pictures]
     assert all(r["error"] is None and 0 < r["score"] < 1 and r["crops"] == 1 for r in rows)
