@@ -347,6 +347,13 @@ def batch(
     compile_models: Annotated[
         bool, typer.Option("--compile", help="torch.compile the networks: slow start, faster long runs.")
     ] = False,
+    heatmaps: Annotated[
+        Path | None,
+        typer.Option(help="Write an explain panel (depth, attention, local quality) per image into this folder."),
+    ] = None,
+    heatmaps_worst: Annotated[
+        int | None, typer.Option(min=1, help="With --heatmaps: panels only for the N lowest-scoring images.")
+    ] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     depth_model: DepthModelOpt = None,
@@ -382,6 +389,10 @@ def batch(
         raise fail(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
     if from_list not in (None, "-") and not Path(from_list).is_file():
         raise fail(f"--from-list {from_list}: no such file", EXIT_USAGE)
+    if heatmaps_worst is not None and heatmaps is None:
+        raise fail("--heatmaps-worst needs --heatmaps DIR", EXIT_USAGE)
+    if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
+        raise fail(f"--heatmaps {heatmaps}: exists and is not a folder", EXIT_USAGE)
     writers = open_writers(csv_path, jsonl_path, resume, overwrite)
     try:
         paths = collect_inputs(folders, recursive, glob, from_list)
@@ -440,7 +451,49 @@ def batch(
         out.print(render_table(table_rows, scorer))
     if not quiet:
         print_summary(stats, scores_seen, lowest, summary)
+    if heatmaps is not None:
+        chosen = sorted(scores_seen)[:heatmaps_worst] if heatmaps_worst else scores_seen
+        write_heatmaps(scorer, [path for _, path in chosen], heatmaps, overwrite, quiet)
     raise typer.Exit(EXIT_FAILED if stats.failed else EXIT_OK)
+
+
+def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quiet: bool) -> None:
+    """Explain panels for ``paths``, in sub-folders mirroring theirs (below their common parent).
+
+    Panels that already exist are kept (a resumed run does not redo them) unless --overwrite.
+    """
+    import os
+
+    from .explain import write_explanation
+    from .images import ImageError
+
+    if not paths:
+        return
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("Heatmaps", total=len(paths), current="")
+        for path in paths:
+            progress.update(task, current=Path(path).name)
+            target = folder / os.path.relpath(os.path.dirname(os.path.abspath(path)), common)
+            try:
+                write_explanation(scorer, path, target, heatmap=True, force=overwrite)
+            except FileExistsError:
+                pass  # made by an earlier run
+            except (ImageError, ValueError) as exc:
+                err.print(f"[red]no heatmap:[/] {escape(path)}: {escape(str(exc))}", highlight=False)
+            progress.advance(task)
+    if not quiet:
+        err.print(f"heatmaps for {len(paths)} images in {folder}", highlight=False)
+
+
+def register_subcommands() -> None:
+    """Commands that live in their own modules (imported here, after the shared options they use)."""
+    from .cli_explain import explain
+
+    app.command()(explain)
+
+
+register_subcommands()
 
 
 def main() -> None:

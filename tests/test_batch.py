@@ -251,3 +251,22 @@ def test_out_of_memory_halves_the_batch_and_the_run_goes_on(tmp_path, scorer):
     assert batch_runner.batch_size == 1
     assert flaky.sizes == [3, 1, 2, 1, 1]
     assert all(r.score == pytest.approx(rows[0].score, abs=1e-5) for r in rows)  # same picture, same score
+
+
+@pytest.mark.slow
+def test_heatmaps_for_the_worst_images(tmp_path, weight_args):
+    paths = picture_folder(tmp_path / "pics" / "sub", sizes=((300, 400), (400, 300)))
+    csv_path = tmp_path / "rows.csv"
+    args = ["batch", tmp_path / "pics", *weight_args, "--crops", "1", "--csv", csv_path]
+    result = invoke(*args, "--heatmaps", tmp_path / "maps", "--heatmaps-worst", "1")
+    assert result.exit_code == 0, result.stderr
+    worst = min(read_csv(csv_path), key=lambda r: r["score"])
+    stem = os.path.splitext(os.path.basename(worst["path"]))[0]
+    panels = sorted(p.name for p in (tmp_path / "maps").rglob("*_explain.png"))
+    assert panels == [f"{stem}_explain.png"]
+    depth_map = next((tmp_path / "maps").rglob(f"{stem}_depth.png"))
+    with Image.open(depth_map) as img:
+        assert img.size == (worst["width"], worst["height"])
+    assert len(paths) == 2
+    usage = invoke("batch", tmp_path / "pics", "--heatmaps-worst", "1")
+    assert usage.exit_code == 2 and "--heatmaps-worst needs --heatmaps DIR" in usage.stderr
