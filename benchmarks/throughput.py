@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         if args.compile:
             batch_scorer.compile()
         batch_size = args.batch_size or default_batch_size(device)
-        batched = time_batch(batch_scorer, paths[: args.images], batch_size, args.workers or default_workers())
+        batched = time_batch(batch_scorer, paths[: args.images], batch_size, args.workers or default_workers(device))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {

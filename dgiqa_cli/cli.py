@@ -92,8 +92,9 @@ WeightsOpt = Annotated[
     typer.Option(
         "--weights",
         "-w",
-        help="Weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid, life-iqa-koniq), a .pth/.safetensors "
-        "file such as the authors' DGIQA_Koniq10k.pth, or hf://OWNER/REPO\\[/FILE].",
+        help="Weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid, life-iqa-koniq) or a name made "
+        "with `dgiqa weights import`, a .pth/.safetensors file such as the authors' DGIQA_Koniq10k.pth, a folder "
+        "in the Hub format, or hf://OWNER/REPO\\[/FILE].",
         show_default=False,
     ),
 ]
@@ -158,10 +159,12 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def make_scorer(**options):
-    """Build the Scorer, turning setup problems into one clear line and the right exit code."""
+    """Build the Scorer from the shared options (choices arrive as Enums), turning setup problems into one
+    clear line and the right exit code."""
     from .hub import UnknownWeightsError, WeightsError
     from .scorer import Scorer
 
+    options = {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
     try:
         with err.status("Loading models…", spinner="dots") if err.is_terminal else contextlib.nullcontext():
             return Scorer(**options)
@@ -232,15 +235,15 @@ def score(
         except OSError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
     scorer = make_scorer(
-        model=model.value if model else None,
+        model=model,
         weights=weights,
-        depth_model=depth_model.value if depth_model else None,
+        depth_model=depth_model,
         depth_weights=depth_weights,
         crops=crops,
-        crop_mode=crop_mode.value,
+        crop_mode=crop_mode,
         seed=seed,
-        device=device.value,
-        precision=precision.value,
+        device=device,
+        precision=precision,
         max_pixels=max_pixels,
     )
     results = []
@@ -338,11 +341,15 @@ def batch(
     summary: Annotated[bool, typer.Option(help="Print the score distribution and the lowest-scoring files.")] = False,
     lowest: Annotated[int, typer.Option(min=1, help="How many lowest-scoring files --summary lists.")] = 10,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Threads that decode and prepare images. Default: CPU count, at most 16.")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads that decode and prepare images. Default: the CPU count (at most 16) with a GPU, 1 on CPU.",
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, help="Images per device batch (DGIQA sees this x --crops crops). Default: 32 GPU, 4 CPU."),
+        typer.Option(min=1, help="Images per device batch (DGIQA sees this x --crops crops). Default: 32 GPU, 1 CPU."),
     ] = None,
     compile_models: Annotated[
         bool, typer.Option("--compile", help="torch.compile the networks: slow start, faster long runs.")
@@ -401,15 +408,15 @@ def batch(
             err.print("no images found", highlight=False)
             raise typer.Exit(EXIT_OK)
         scorer = make_scorer(
-            model=model.value if model else None,
+            model=model,
             weights=weights,
-            depth_model=depth_model.value if depth_model else None,
+            depth_model=depth_model,
             depth_weights=depth_weights,
             crops=crops,
-            crop_mode=crop_mode.value,
+            crop_mode=crop_mode,
             seed=seed,
-            device=device.value,
-            precision=precision.value,
+            device=device,
+            precision=precision,
             max_pixels=max_pixels,
         )
         if compile_models:
@@ -417,7 +424,7 @@ def batch(
         runner = BatchRunner(
             scorer,
             batch_size=batch_size or default_batch_size(scorer.device),
-            workers=workers or default_workers(),
+            workers=workers or default_workers(scorer.device),
         )
         table_rows, scores_seen = [], []
 
@@ -486,20 +493,14 @@ def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quie
         err.print(f"heatmaps for {len(paths)} images in {folder}", highlight=False)
 
 
-def register_subcommands() -> None:
-    """Commands that live in their own modules (imported here, after the shared options they use)."""
-    from .cli_explain import explain
-
-    app.command()(explain)
-
-
-register_subcommands()
-
-
 def main() -> None:
     """Console-script entry point."""
     app()
 
+
+# Commands that live in their own modules register themselves on `app` when imported; they import the
+# shared options above, so they come last. Works in either import order.
+from . import cli_explain, cli_weights  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

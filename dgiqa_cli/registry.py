@@ -1,16 +1,37 @@
 """Named weights: what ``--weights NAME`` and ``--depth-weights NAME`` mean.
 
-The table lives in ``weights/registry.json`` (installed as
-``dgiqa_cli.weights``), so where weights live is data, never code. Each entry
-carries its Hub location, checksum, training set and score range.
+Two tables, consulted in this order:
+
+- the packaged registry, ``weights/registry.json`` (installed as
+  ``dgiqa_cli.weights``): the authors' releases and the Depth Anything models,
+  each with its Hub location, checksum, training set and score range;
+- the user's local registry, ``$DGIQA_HOME/registry.json`` (default
+  ``~/.local/share/dgiqa``): checkpoints converted with ``dgiqa weights
+  import``, kept in ``$DGIQA_HOME/models/NAME/`` in the Hub format
+  (``config.json`` + ``model.safetensors``).
+
+Where weights live is data, never code. A local name can never shadow a
+packaged one.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
+
+KINDS = ("model", "depth")
+_SECTIONS = {"model": "models", "depth": "depth_models"}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class RegistryError(Exception):
+    """The local registry file cannot be read or written; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -36,35 +57,70 @@ class RegistryEntry:
     citation: str = ""
     default: bool = False
     config: dict = field(default_factory=dict)
+    # sha256 of the file the authors published (e.g. their .pth), when known: tells a release apart.
+    source_sha256: str | None = None
+    size: int | None = None  # bytes of ``filename``, when known
+    # Where the entry comes from: "packaged", "local" (imported), "config" (a config.json on the Hub or on disk).
+    origin: str = "packaged"
+    path: str = ""  # for local entries: the folder holding ``filename`` and config.json
 
     @property
     def hub_uri(self) -> str:
-        return f"hf://{self.repo}/{self.filename}"
+        return f"hf://{self.repo}/{self.filename}" if self.repo else ""
+
+    @property
+    def local_file(self) -> Path | None:
+        """The weights file of a local entry (``None`` for entries that live on the Hub)."""
+        return Path(self.path) / self.filename if self.path else None
 
 
-def _entries(section: dict, kind: str) -> dict[str, RegistryEntry]:
-    out = {}
-    for name, fields in section.items():
-        fields = dict(fields)
-        if "score_range" in fields:
-            fields["score_range"] = tuple(fields["score_range"])
-        out[name] = RegistryEntry(name=name, kind=kind, **fields)
-    return out
+_FIELD_NAMES = {f.name for f in fields(RegistryEntry)}
+
+
+def entry_from_dict(name: str, kind: str, raw: dict, origin: str) -> RegistryEntry:
+    values = {k: v for k, v in raw.items() if k in _FIELD_NAMES and k not in ("name", "kind", "origin")}
+    if "score_range" in values:
+        values["score_range"] = tuple(values["score_range"]) if values["score_range"] else (None, None)
+    values.setdefault("repo", "")
+    values.setdefault("filename", "model.safetensors")
+    return RegistryEntry(name=name, kind=kind, origin=origin, **values)
+
+
+def entry_to_dict(entry: RegistryEntry) -> dict:
+    """What the local registry stores for an entry (name, kind and origin are implied by where it is)."""
+    raw = asdict(entry)
+    for key in ("name", "kind", "origin"):
+        raw.pop(key)
+    raw["score_range"] = list(entry.score_range)
+    return raw
+
+
+def _entries(section: dict, kind: str, origin: str) -> dict[str, RegistryEntry]:
+    return {name: entry_from_dict(name, kind, raw, origin) for name, raw in section.items()}
 
 
 @cache
 def load_registry() -> dict[str, dict[str, RegistryEntry]]:
     """``{"models": {...}, "depth_models": {...}}`` from the packaged registry file."""
     raw = json.loads((files("dgiqa_cli.weights") / "registry.json").read_text(encoding="utf-8"))
-    return {"models": _entries(raw["models"], "model"), "depth_models": _entries(raw["depth_models"], "depth")}
+    return {
+        "models": _entries(raw["models"], "model", "packaged"),
+        "depth_models": _entries(raw["depth_models"], "depth", "packaged"),
+    }
 
 
 def model_entries() -> dict[str, RegistryEntry]:
+    """The packaged scoring models (imported ones: :func:`local_entries`)."""
     return load_registry()["models"]
 
 
 def depth_entries() -> dict[str, RegistryEntry]:
+    """The packaged depth models (imported ones: :func:`local_entries`)."""
     return load_registry()["depth_models"]
+
+
+def packaged_entries(kind: str) -> dict[str, RegistryEntry]:
+    return model_entries() if kind == "model" else depth_entries()
 
 
 def default_model_name() -> str:
@@ -78,3 +134,101 @@ def depth_entry_for_arch(arch: str) -> RegistryEntry:
     except KeyError:
         known = ", ".join(depth_entries())
         raise KeyError(f"unknown depth model {arch!r}; choose one of {known}") from None
+
+
+# -- the user's local registry -------------------------------------------------------------------
+
+
+def dgiqa_home() -> Path:
+    """The user-level folder for imported weights, as the environment says *now*.
+
+    ``$DGIQA_HOME``, else ``$XDG_DATA_HOME/dgiqa``, else ``~/.local/share/dgiqa``.
+    """
+    if os.environ.get("DGIQA_HOME"):
+        return Path(os.environ["DGIQA_HOME"]).expanduser()
+    if os.environ.get("XDG_DATA_HOME"):
+        return Path(os.environ["XDG_DATA_HOME"]).expanduser() / "dgiqa"
+    return Path.home() / ".local" / "share" / "dgiqa"
+
+
+def local_registry_file() -> Path:
+    return dgiqa_home() / "registry.json"
+
+
+def local_models_dir() -> Path:
+    return dgiqa_home() / "models"
+
+
+def _read_local() -> dict:
+    path = local_registry_file()
+    if not path.is_file():
+        return {"models": {}, "depth_models": {}}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{path}: the local weights registry is unreadable ({exc}); fix or delete it") from None
+    raw.setdefault("models", {})
+    raw.setdefault("depth_models", {})
+    return raw
+
+
+def local_entries(kind: str) -> dict[str, RegistryEntry]:
+    """Weights imported by this user (``dgiqa weights import``), read from disk on every call."""
+    section = _read_local()[_SECTIONS[kind]]
+    home = dgiqa_home()
+    out = {}
+    for name, raw in section.items():
+        raw = dict(raw)
+        # Folders are stored relative to the registry, so that DGIQA_HOME can move.
+        if raw.get("path") and not Path(raw["path"]).is_absolute():
+            raw["path"] = str(home / raw["path"])
+        out[name] = entry_from_dict(name, kind, raw, "local")
+    return out
+
+
+def find_entry(name: str, kind: str) -> RegistryEntry | None:
+    """A name in the packaged registry, else in the local one, else ``None``."""
+    packaged = packaged_entries(kind)
+    if name in packaged:
+        return packaged[name]
+    return local_entries(kind).get(name)
+
+
+def save_local_entry(entry: RegistryEntry) -> Path:
+    """Add or replace ``entry`` in the local registry (written atomically); return the registry file."""
+    raw = _read_local()
+    stored = entry_to_dict(entry)
+    home = dgiqa_home()
+    if entry.path:
+        try:
+            stored["path"] = Path(entry.path).resolve().relative_to(home.resolve()).as_posix()
+        except ValueError:
+            stored["path"] = str(Path(entry.path).resolve())
+    for kind in KINDS:  # a name lives in one section only
+        raw[_SECTIONS[kind]].pop(entry.name, None)
+    raw[_SECTIONS[entry.kind]][entry.name] = stored
+    raw["_comment"] = "Weights imported with `dgiqa weights import`; folders are relative to this file."
+    _write_json_atomic(local_registry_file(), raw)
+    return local_registry_file()
+
+
+def remove_local_entry(name: str) -> bool:
+    raw = _read_local()
+    found = any(raw[_SECTIONS[kind]].pop(name, None) is not None for kind in KINDS)
+    if found:
+        _write_json_atomic(local_registry_file(), raw)
+    return found
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".registry-", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot write the local weights registry ({exc})") from None

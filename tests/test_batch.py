@@ -270,3 +270,23 @@ def test_heatmaps_for_the_worst_images(tmp_path, weight_args):
     assert len(paths) == 2
     usage = invoke("batch", tmp_path / "pics", "--heatmaps-worst", "1")
     assert usage.exit_code == 2 and "--heatmaps-worst needs --heatmaps DIR" in usage.stderr
+
+
+@pytest.mark.slow
+def test_half_precision_path_runs_on_cpu_close_to_fp32(weights_dir, scorer):
+    """The bf16 autocast path (the default on GPUs) exercised on the CPU: same pipeline, scores close."""
+    from dgiqa_cli import Scorer
+
+    half = Scorer(
+        weights_dir / "DGIQA_standin.pth",
+        depth_model="vits",
+        depth_weights=weights_dir / "depth_anything_vits14.pth",
+        crops=1,
+        device="cpu",
+        precision="bf16",
+    )
+    assert half.precision == "bf16" and not half.exact
+    rows = []
+    BatchRunner(half, batch_size=1, workers=1).run([str(FIXTURES / PICTURES[0])], rows.append)
+    assert rows[0].ok
+    assert rows[0].score == pytest.approx(scorer.score(rows[0].path).score, abs=5e-3)

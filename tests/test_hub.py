@@ -97,7 +97,7 @@ def test_hf_uri_parsing():
 
 
 def test_unknown_spec_lists_what_is_accepted(tmp_path):
-    with pytest.raises(WeightsError, match="is not a registry name \\(dgiqa-koniq, dgiqa-kadid\\)"):
+    with pytest.raises(WeightsError, match="is not a registry name \\(dgiqa-koniq, dgiqa-kadid, life-iqa-koniq\\)"):
         resolve_weights("dgiqa-spaq")
     with pytest.raises(WeightsError, match="no such weights file"):
         resolve_weights(str(tmp_path / "missing.pth"))

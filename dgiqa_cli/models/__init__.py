@@ -50,8 +50,21 @@ def drop_stale_swin_buffers(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 
 
 def checkpoint_filter(arch: str) -> Callable[[dict], dict]:
-    """The function that adapts a checkpoint of ``arch`` before ``load_state_dict``."""
-    if arch in ("dgiqa", "life-iqa"):
+    """The function that adapts a checkpoint of ``arch`` before ``load_state_dict``.
+
+    Life-IQA holds every backbone tensor under two names; a checkpoint saved
+    with one copy only (safetensors refuses shared tensors, so ``dgiqa weights
+    import`` keeps ``pretrain_model.*``) gets the twins back here.
+    """
+    if arch == "life-iqa":
+
+        def life_iqa_filter(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            from .life_iqa import fill_twin_keys
+
+            return fill_twin_keys(drop_stale_swin_buffers(state_dict))
+
+        return life_iqa_filter
+    if arch == "dgiqa":
         return drop_stale_swin_buffers
     return dict
 

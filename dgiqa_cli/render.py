@@ -1,0 +1,325 @@
+"""Drawing explanations: colour maps, overlays, colour bars and the side-by-side panel.
+
+OpenCV colour maps and Pillow's default font only; no plotting library. Colour
+maps: depth = inferno (near = warm and bright, far = dark), attention =
+viridis, local quality = red (worse) -> yellow -> green (better). Areas a map
+does not cover (attention where no crop was cut) are drawn grey, or left as
+the bare picture in an overlay.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .explain import Explanation, resize_map
+
+NAN_GREY = (128, 128, 128)
+CROP_COLOUR = (255, 255, 255)
+WORST_COLOUR = (255, 0, 200)
+QUALITY_MIN_SPAN = 0.01  # auto colour range of the quality map: never narrower than this
+
+# ColorBrewer RdYlGn, 11 classes: low scores red, high scores green.
+_RDYLGN = ("a50026", "d73027", "f46d43", "fdae61", "fee08b", "ffffbf", "d9ef8b", "a6d96a", "66bd63", "1a9850", "006837")
+
+CMAPS = {"depth": "inferno", "attention": "viridis", "quality": "rdylgn"}
+
+
+@cache
+def lut(name: str) -> np.ndarray:
+    """A colour map as a (256, 3) uint8 RGB table: an OpenCV one by name, or ``rdylgn``."""
+    if name == "rdylgn":
+        anchors = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _RDYLGN], np.float64)
+        at = np.linspace(0, 255, len(anchors))
+        return np.stack([np.interp(np.arange(256), at, anchors[:, c]) for c in range(3)], 1).round().astype(np.uint8)
+    code = getattr(cv2, f"COLORMAP_{name.upper()}")
+    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)[:, 0, ::-1].copy()
+
+
+def colorize(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray:
+    """Float map (H, W) -> RGB (H, W, 3) uint8 through ``cmap`` over [lo, hi]; NaN -> grey."""
+    valid = np.isfinite(values)
+    span = hi - lo if hi > lo else 1.0
+    index = np.clip((np.where(valid, values, lo) - lo) / span * 255, 0, 255).round().astype(np.uint8)
+    rgb = lut(cmap)[index]
+    rgb[~valid] = NAN_GREY
+    return rgb
+
+
+def blend(picture: np.ndarray, colour: np.ndarray, alpha: float, valid: np.ndarray | None = None) -> np.ndarray:
+    """``(1 - alpha) * picture + alpha * colour``; where not ``valid``, the picture alone."""
+    mixed = cv2.addWeighted(picture, 1.0 - alpha, colour, alpha, 0.0)
+    if valid is not None:
+        mixed[~valid] = picture[~valid]
+    return mixed
+
+
+# -- the maps, at the input's size ---------------------------------------------------------------
+
+
+@dataclass
+class MapView:
+    """One map ready to draw: values at the input's size, colour range, colour map, labels."""
+
+    role: str  # "depth", "attention_cross", "attention_refine", "quality"
+    title: str
+    values: np.ndarray  # (H, W) float32, NaN where not covered
+    lo: float
+    hi: float
+    cmap: str
+    ticks: tuple[str, str, str]  # labels under the colour bar's left end, middle and right end
+    caption: str
+
+    def colour(self, picture: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+        rgb = colorize(self.values, self.lo, self.hi, self.cmap)
+        return rgb if picture is None else blend(picture, rgb, alpha, np.isfinite(self.values))
+
+
+def finite_range(values: np.ndarray, min_span: float = 1e-6) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < min_span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+    return lo, hi
+
+
+def map_views(explanation: Explanation, quality_range: tuple[float, float] | None = None) -> list[MapView]:
+    """Depth (DGIQA), attention (per kind asked for) and quality, each at the input's size.
+
+    ``quality_range``: the quality map's colour range; default: its own
+    min..max (at least ``QUALITY_MIN_SPAN`` wide), so that local differences show.
+    """
+    height, width = explanation.image_shape
+    views = []
+    if explanation.depth is not None:
+        depth = resize_map(explanation.depth, width, height)
+        lo, hi = finite_range(depth)
+        views.append(
+            MapView(
+                "depth",
+                "Depth (near = warm)",
+                depth,
+                lo,
+                hi,
+                CMAPS["depth"],
+                ("far", "", "near"),
+                "Depth Anything, relative",
+            )
+        )
+    titles = explanation.family.attention
+    for kind, frame_map in explanation.attention_maps.items():
+        values = resize_map(frame_map, width, height)
+        lo, hi = finite_range(values)
+        ticks = (f"{lo:.2f}", f"{(lo + hi) / 2:.2f}", f"{hi:.2f}")
+        caption = "received, 1 = even share" + ("" if np.isfinite(values).all() else "; grey: no crop")
+        views.append(MapView(f"attention_{kind}", titles[kind], values, lo, hi, CMAPS["attention"], ticks, caption))
+    if explanation.quality_map is not None:
+        values = resize_map(explanation.quality_map, width, height)
+        lo, hi = quality_range or finite_range(values, QUALITY_MIN_SPAN)
+        ticks = (f"{lo:.3f}", f"{(lo + hi) / 2:.3f}", f"{hi:.3f}")
+        caption = f"224 windows, stride {explanation.stride}"
+        views.append(MapView("quality", "Local quality", values, lo, hi, CMAPS["quality"], ticks, caption))
+    return views
+
+
+def map_images(
+    explanation: Explanation, *, overlay: bool = False, alpha: float = 0.5, views=None
+) -> dict[str, np.ndarray]:
+    """role -> RGB (H, W, 3) uint8 at the input's size: the colour-mapped map, or blended over the picture."""
+    views = views if views is not None else map_views(explanation)
+    picture = explanation.rgb if overlay else None
+    return {v.role: v.colour(picture, alpha) for v in views}
+
+
+def save_png(rgb: np.ndarray | Image.Image, path: str | os.PathLike, optimize: bool = False) -> None:
+    """Write a PNG (``optimize``: smallest file, slower; for the panel, not for full-size maps)."""
+    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
+    image.save(Path(path), format="PNG", optimize=optimize)
+
+
+# -- the panel -----------------------------------------------------------------------------------
+
+PAD = 12
+TITLE_H = 34  # the panel's title line
+TILE_TITLE_H = 24  # each tile's title
+BAR_H = 52  # colour bar (or legend) under each tile
+BAR_STRIP = 12
+MIN_COLUMN = 220  # tiles narrower than this sit centred in a column this wide
+ROW_TILE_H, ROW_TILE_MAX_W = 300, 480  # tiles side by side: 300 high, at most 480 wide
+COLUMN_TILE_W = 720  # tiles stacked (pictures wider than 2:1): 720 wide
+STACK_ASPECT = 2.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the panel's tiles go; every tile has the input's aspect ratio."""
+
+    tile_w: int
+    tile_h: int
+    column_w: int
+    stacked: bool  # tiles one above the other (wide pictures) instead of side by side
+    width: int
+    height: int
+    tiles: int
+
+    def origin(self, i: int) -> tuple[int, int]:
+        """Top-left corner of tile ``i``'s cell (its title line)."""
+        cell_h = TILE_TITLE_H + self.tile_h + BAR_H
+        if self.stacked:
+            return PAD, TITLE_H + i * (cell_h + PAD)
+        return PAD + i * (self.column_w + PAD), TITLE_H
+
+
+def panel_layout(width: int, height: int, tiles: int) -> Layout:
+    """Tile and panel sizes for a ``width`` x ``height`` input and ``tiles`` tiles."""
+    aspect = width / height
+    stacked = aspect > STACK_ASPECT
+    if stacked:
+        tile_w, tile_h = COLUMN_TILE_W, max(1, round(COLUMN_TILE_W / aspect))
+    else:
+        tile_h, tile_w = ROW_TILE_H, max(1, round(ROW_TILE_H * aspect))
+        if tile_w > ROW_TILE_MAX_W:
+            tile_w, tile_h = ROW_TILE_MAX_W, max(1, round(ROW_TILE_MAX_W / aspect))
+    column_w = max(tile_w, MIN_COLUMN)
+    cell_h = TILE_TITLE_H + tile_h + BAR_H
+    if stacked:
+        size = (column_w + 2 * PAD, TITLE_H + tiles * (cell_h + PAD))
+    else:
+        size = (PAD + tiles * (column_w + PAD), TITLE_H + cell_h + PAD)
+    return Layout(tile_w, tile_h, column_w, stacked, size[0], size[1], tiles)
+
+
+@cache
+def font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the bitmap font, one size
+        return ImageFont.load_default()
+
+
+def text_width(draw: ImageDraw.ImageDraw, text: str, f) -> float:
+    return draw.textlength(text, font=f)
+
+
+def fit_text(draw: ImageDraw.ImageDraw, text: str, f, width: float) -> str:
+    """``text``, cut with an ellipsis to fit ``width`` pixels."""
+    if text_width(draw, text, f) <= width:
+        return text
+    while text and text_width(draw, text + "…", f) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def draw_colour_bar(draw: ImageDraw.ImageDraw, canvas: Image.Image, view: MapView, x: int, y: int, w: int) -> None:
+    strip = np.repeat(lut(view.cmap)[np.linspace(0, 255, w).round().astype(int)][None], BAR_STRIP, 0)
+    canvas.paste(Image.fromarray(strip), (x, y))
+    draw.rectangle([x - 1, y - 1, x + w, y + BAR_STRIP], outline=(90, 90, 90))
+    small = font(12)
+    ty = y + BAR_STRIP + 3
+    left, mid, right = view.ticks
+    draw.text((x, ty), left, fill="black", font=small)
+    if mid:
+        draw.text((x + w / 2 - text_width(draw, mid, small) / 2, ty), mid, fill="black", font=small)
+    draw.text((x + w - text_width(draw, right, small), ty), right, fill="black", font=small)
+    caption = fit_text(draw, view.caption, small, w)
+    draw.text((x + w / 2 - text_width(draw, caption, small) / 2, ty + 16), caption, fill=(80, 80, 80), font=small)
+
+
+def scaled_box(box: list[int], scale_x: float, scale_y: float, ox: int, oy: int) -> list[float]:
+    x0, y0, x1, y1 = box
+    return [ox + x0 * scale_x, oy + y0 * scale_y, ox + x1 * scale_x - 1, oy + y1 * scale_y - 1]
+
+
+def panel_heading(explanation: Explanation, note: str | None = None) -> str:
+    """The panel's title: picture, model family and score (Life-IQA: with its scale), weights, crops, ``note``."""
+    result, family = explanation.result, explanation.family
+    model = result.model
+    if not model.startswith("hf://") and ("/" in model or os.sep in model):
+        model = Path(model).name  # a local file: its name is enough
+    parts = [
+        Path(result.path).name,
+        family.heading.format(score=explanation.score, scale=result.scale),
+        family.setup.format(model=model, depth_model=result.depth_model, crops=len(explanation.positions)),
+    ]
+    if note:
+        parts.append(note)
+    return "  ·  ".join(parts)
+
+
+def panel(
+    explanation: Explanation,
+    *,
+    overlay: bool = False,
+    alpha: float = 0.5,
+    title: str | None = None,
+    views: list[MapView] | None = None,
+) -> Image.Image:
+    """The side-by-side picture: the input (crops and worst window outlined), then each map with its colour bar.
+
+    ``title``: a note added to the heading (:func:`panel_heading`).
+    """
+    views = views if views is not None else map_views(explanation)
+    height, width = explanation.image_shape
+    layout = panel_layout(width, height, 1 + len(views))
+    canvas = Image.new("RGB", (layout.width, layout.height), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    score = explanation.score
+    heading = panel_heading(explanation, title)
+    draw.text((PAD, 8), fit_text(draw, heading, font(16), layout.width - 2 * PAD), fill="black", font=font(16))
+
+    def place_tile(rgb: np.ndarray, i: int) -> tuple[int, int]:
+        ox, oy = layout.origin(i)
+        tx = ox + (layout.column_w - layout.tile_w) // 2
+        ty = oy + TILE_TITLE_H
+        tile = Image.fromarray(rgb).resize((layout.tile_w, layout.tile_h), Image.Resampling.LANCZOS)
+        canvas.paste(tile, (tx, ty))
+        return tx, ty
+
+    sx, sy = layout.tile_w / width, layout.tile_h / height
+    worst = explanation.worst
+
+    # the input, with the scoring crops and the worst window
+    ox, oy = layout.origin(0)
+    draw.text(
+        (ox, oy + 2),
+        fit_text(draw, f"Input  ·  score {score:.3f}", font(14), layout.column_w),
+        fill="black",
+        font=font(14),
+    )
+    tx, ty = place_tile(explanation.rgb, 0)
+    overlay_draw = ImageDraw.Draw(canvas, "RGBA")
+    for x, y in explanation.positions:
+        overlay_draw.rectangle(scaled_box(explanation.box(x, y), sx, sy, tx, ty), outline=(*CROP_COLOUR, 170), width=1)
+    if worst:
+        draw.rectangle(scaled_box(worst["box"], sx, sy, tx, ty), outline=WORST_COLOUR, width=2)
+    ly = ty + layout.tile_h + 6
+    small = font(12)
+    draw.rectangle([ox, ly + 2, ox + 10, ly + 12], outline=(60, 60, 60))
+    draw.text((ox + 16, ly), f"scoring crops ({len(explanation.positions)})", fill="black", font=small)
+    if worst:
+        draw.rectangle([ox, ly + 20, ox + 10, ly + 30], outline=WORST_COLOUR, width=2)
+        draw.text((ox + 16, ly + 18), f"worst window: {worst['score']:.3f}", fill="black", font=small)
+
+    picture = explanation.rgb if overlay else None
+    for i, view in enumerate(views, start=1):
+        ox, oy = layout.origin(i)
+        label = view.title
+        if view.role == "quality" and worst:
+            label += f"  ·  worst {worst['score']:.3f}"
+        draw.text((ox, oy + 2), fit_text(draw, label, font(14), layout.column_w), fill="black", font=font(14))
+        tx, ty = place_tile(view.colour(picture, alpha), i)
+        if view.role == "quality" and worst:
+            draw.rectangle(scaled_box(worst["box"], sx, sy, tx, ty), outline=WORST_COLOUR, width=2)
+        bar_w = max(60, layout.column_w - 8)
+        draw_colour_bar(draw, canvas, view, ox + (layout.column_w - bar_w) // 2, ty + layout.tile_h + 8, bar_w)
+    return canvas
