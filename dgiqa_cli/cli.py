@@ -34,7 +34,7 @@ app = typer.Typer(
     name="dgiqa",
     help=(
         "Blind image quality scores with DGIQA (depth-guided, no reference image needed).\n\n"
-        "Scores are in [0, 1], higher is better. Examples:\n\n"
+        "DGIQA scores are in [0, 1], higher is better (Life-IQA, --model life-iqa: unbounded MOS). Examples:\n\n"
         "  dgiqa score photo.jpg\n\n"
         "  dgiqa score *.png --json | jq '.[].score'\n\n"
         "  dgiqa score photo.jpg --weights DGIQA_Koniq10k.pth --crops 20"
