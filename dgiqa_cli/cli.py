@@ -158,20 +158,51 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def make_scorer(**options):
-    """Build the Scorer from the shared options (choices arrive as Enums), turning setup problems into one
-    clear line and the right exit code."""
+@contextlib.contextmanager
+def weights_errors():
+    """Weights problems as one clear line and the right exit code: 2 when what the user typed names
+    nothing (a usage error), 1 when the weights cannot be had or do not fit."""
     from .hub import UnknownWeightsError, WeightsError
-    from .scorer import Scorer
 
-    options = {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
     try:
-        with err.status("Loading models…", spinner="dots") if err.is_terminal else contextlib.nullcontext():
-            return Scorer(**options)
-    except (UnknownWeightsError, ValueError) as exc:
+        yield
+    except UnknownWeightsError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except WeightsError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
+
+
+def busy(message: str):
+    """A spinner on stderr while something slow runs, when stderr is a terminal."""
+    return err.status(message, spinner="dots") if err.is_terminal else contextlib.nullcontext()
+
+
+SCORER_OPTIONS = (
+    "model",
+    "weights",
+    "depth_model",
+    "depth_weights",
+    "crops",
+    "crop_mode",
+    "seed",
+    "device",
+    "precision",
+    "max_pixels",
+)
+
+
+def make_scorer(command_params: dict):
+    """Build the Scorer from a scoring command's parameters (every such command names the shared options
+    alike; choices arrive as Enums). Bad option values are usage errors."""
+    from .scorer import Scorer
+
+    options = {key: command_params[key] for key in SCORER_OPTIONS}
+    options = {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
+    with weights_errors(), busy("Loading models…"):
+        try:
+            return Scorer(**options)
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
 
 
 def progress_bar(quiet: bool) -> Progress:
@@ -234,18 +265,7 @@ def score(
             check_writable(csv_path)
         except OSError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
-    scorer = make_scorer(
-        model=model,
-        weights=weights,
-        depth_model=depth_model,
-        depth_weights=depth_weights,
-        crops=crops,
-        crop_mode=crop_mode,
-        seed=seed,
-        device=device,
-        precision=precision,
-        max_pixels=max_pixels,
-    )
+    scorer = make_scorer(locals())
     results = []
     started = time.perf_counter()
     with progress_bar(quiet or len(images) < 2) as progress:
@@ -407,18 +427,7 @@ def batch(
         if not paths:
             err.print("no images found", highlight=False)
             raise typer.Exit(EXIT_OK)
-        scorer = make_scorer(
-            model=model,
-            weights=weights,
-            depth_model=depth_model,
-            depth_weights=depth_weights,
-            crops=crops,
-            crop_mode=crop_mode,
-            seed=seed,
-            device=device,
-            precision=precision,
-            max_pixels=max_pixels,
-        )
+        scorer = make_scorer(locals())
         if compile_models:
             scorer.compile()
         runner = BatchRunner(

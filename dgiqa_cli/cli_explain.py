@@ -187,18 +187,7 @@ def explain(
             raise fail(str(exc), EXIT_USAGE) from None
     check_outputs(images, out_dir, family, kinds, **outputs)
 
-    scorer = make_scorer(
-        model=model,
-        weights=weights,
-        depth_model=depth_model,
-        depth_weights=depth_weights,
-        crops=crops,
-        crop_mode=crop_mode,
-        seed=seed,
-        device=device,
-        precision=precision,
-        max_pixels=max_pixels,
-    )
+    scorer = make_scorer(locals())
     try:
         loaded = family_of(scorer)
         check_attention_kinds(kinds, loaded)

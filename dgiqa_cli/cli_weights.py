@@ -60,12 +60,6 @@ def _fail(message: str, code: int) -> typer.Exit:
     return _cli.fail(message, code)
 
 
-def _errors():
-    from .hub import UnknownWeightsError, WeightsError
-
-    return UnknownWeightsError, WeightsError
-
-
 def _print_json(payload) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
@@ -138,11 +132,8 @@ def _list_rows() -> list[dict]:
 @weights_app.command("list")
 def list_weights(as_json: JsonOpt = False) -> None:
     """Every named model and depth model (packaged and imported), and whether it is on this machine."""
-    UnknownWeightsError, WeightsError = _errors()
-    try:
+    with _cli.weights_errors():
         rows = _list_rows()
-    except WeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_FAILED) from None
     if as_json:
         _print_json(rows)
         return
@@ -327,13 +318,10 @@ def download(
 
     A second call downloads nothing. Checksums known to the registry (or to config.json) are verified.
     """
-    UnknownWeightsError, WeightsError = _errors()
-    try:
+    from .hub import WeightsError
+
+    with _cli.weights_errors():
         targets = _download_targets(names)
-    except UnknownWeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_USAGE) from None
-    except WeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_FAILED) from None
 
     rows, failed = [], []
     progress = Progress(
@@ -419,26 +407,20 @@ def import_weights(
     """
     from .convert import import_checkpoint
 
-    UnknownWeightsError, WeightsError = _errors()
-    try:
-        with _cli.err.status("Converting…", spinner="dots") if _cli.err.is_terminal else _nullcontext():
-            result = import_checkpoint(
-                file,
-                name,
-                arch=arch.value if arch else None,
-                depth_model=depth_model.value if depth_model else None,
-                trained_on=trained_on,
-                score_range=score_range,
-                source_url=source,
-                license=license,
-                citation=citation,
-                description=description,
-                force=force,
-            )
-    except UnknownWeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_USAGE) from None
-    except WeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_FAILED) from None
+    with _cli.weights_errors(), _cli.busy("Converting…"):
+        result = import_checkpoint(
+            file,
+            name,
+            arch=arch.value if arch else None,
+            depth_model=depth_model.value if depth_model else None,
+            trained_on=trained_on,
+            score_range=score_range,
+            source_url=source,
+            license=license,
+            citation=citation,
+            description=description,
+            force=force,
+        )
     config = result.config
     if as_json:
         _print_json({"name": name, "folder": str(result.folder), "config": config})
@@ -462,14 +444,6 @@ def import_weights(
     _note(f"imported {escape(str(file))} as [bold]{escape(name)}[/]; use it with {option} {escape(name)}")
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 # -- info -----------------------------------------------------------------------------------------
 
 
@@ -491,13 +465,8 @@ def info(
     """
     from .convert import describe
 
-    UnknownWeightsError, WeightsError = _errors()
-    try:
+    with _cli.weights_errors():
         report = describe(spec)
-    except UnknownWeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_USAGE) from None
-    except WeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_FAILED) from None
     if as_json:
         _print_json(report)
     else:
@@ -555,13 +524,8 @@ def push(
     from .convert import plan_push
     from .convert import push as push_weights
 
-    UnknownWeightsError, WeightsError = _errors()
-    try:
+    with _cli.weights_errors():
         plan = plan_push(spec, repo, private)
-    except UnknownWeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_USAGE) from None
-    except WeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_FAILED) from None
     visibility = "private" if plan.private else "public"
     files = [{"path": path, "size": size} for path, size in plan.files]
     if dry_run:
@@ -596,11 +560,8 @@ def push(
             _cli.out.print(plan.card, highlight=False, markup=False, emoji=False)
         _note("dry run: nothing was sent")
         return
-    try:
-        with _cli.err.status(f"Uploading to {plan.repo}…", spinner="dots") if _cli.err.is_terminal else _nullcontext():
-            commit_url = push_weights(plan, token=token, message=message)
-    except WeightsError as exc:
-        raise _fail(str(exc), _cli.EXIT_FAILED) from None
+    with _cli.weights_errors(), _cli.busy(f"Uploading to {plan.repo}…"):
+        commit_url = push_weights(plan, token=token, message=message)
     if as_json:
         _print_json(
             {"dry_run": False, "repo": plan.repo, "private": plan.private, "files": files, "commit_url": commit_url}
