@@ -128,16 +128,17 @@ def depth_input(rgb: np.ndarray, exact: bool = True) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
 
 
-def depth_to_uint8(depth: torch.Tensor, height: int, width: int) -> np.ndarray:
+def depth_to_uint8(depth: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Relative depth (h, w) -> the authors' depth picture: (H, W) uint8, min-max scaled, truncated.
 
-    Returns one channel; the published code replicates it to three, which the
-    caller does when it builds crops (resizing and cropping act per channel).
+    Stays on ``depth``'s device, so only bytes cross to the host. The arithmetic
+    is the published NumPy code's, in the same float32 operations:
+    ``(d - min) / (max - min + 1e-8) * 255``, then truncation. One channel is
+    returned; the published code replicates it to three, which the caller does
+    when it builds crops (resizing and cropping act per channel).
     """
     full = torch.nn.functional.interpolate(
         depth[None, None].float(), (height, width), mode="bilinear", align_corners=False
     )[0, 0]
-    full = full.cpu().numpy()
     lo, hi = full.min(), full.max()
-    scaled = (full - lo) / (hi - lo + 1e-8) * 255
-    return scaled.astype(np.uint8)
+    return ((full - lo) / (hi - lo + 1e-8) * 255).to(torch.uint8)

@@ -79,6 +79,7 @@ class PreparedImage:
     depth_input: np.ndarray | None  # (3, h, w) float32, Depth Anything's input (DGIQA only)
     frame: np.ndarray  # (H', W', 3) uint8 that crops are cut from: short side 384 (DGIQA), 512 x 384 (Life-IQA)
     positions: list[tuple[int, int]]
+    rgb_crops: np.ndarray  # (N, 224, 224, 3) uint8, cut from ``frame`` at ``positions``
 
 
 class Scorer:
@@ -193,7 +194,7 @@ class Scorer:
         return self.precision == "fp32"
 
     def prepare(self, image: DecodedImage, keep_rgb: bool = True) -> PreparedImage:
-        """CPU work for one picture: depth input, the 384 frame and the crop positions.
+        """CPU work for one picture: depth input, the frame, the crop positions and the RGB crops.
 
         ``keep_rgb=False`` drops the decoded picture once it is no longer needed
         (the batch engine holds many prepared images at once).
@@ -204,7 +205,8 @@ class Scorer:
             frame, depth_input = pp.resize_short_side(image.rgb), pp.depth_input(image.rgb, exact=self.exact)
         positions = pp.crop_positions(frame.shape[0], frame.shape[1], self.crops, self.crop_mode, self.seed)
         rgb = image.rgb if keep_rgb else None
-        return PreparedImage(image.path, image.width, image.height, rgb, depth_input, frame, positions)
+        crops = pp.cut_crops(frame, positions)  # here, so that batch workers cut them in parallel
+        return PreparedImage(image.path, image.width, image.height, rgb, depth_input, frame, positions, crops)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor; through pinned memory and without blocking on CUDA."""
@@ -234,8 +236,14 @@ class Scorer:
 
     def depth_frame(self, prepared: PreparedImage, depth: torch.Tensor) -> np.ndarray:
         """The authors' depth picture at full size, then resized like the RGB frame: (H', W') uint8."""
-        picture = pp.depth_to_uint8(depth, prepared.height, prepared.width)
-        return pp.resize_short_side(picture)
+        return self.depth_frames([prepared], [depth])[0]
+
+    def depth_frames(self, batch: list[PreparedImage], depths: list[torch.Tensor]) -> list[np.ndarray]:
+        """``depth_frame`` for a batch: every picture is queued on the device before the first one is
+        copied back, so the host waits once, not once per image. The resize stays OpenCV's, on the
+        host, because its fixed-point bilinear is what the authors' numbers were made with."""
+        pictures = [pp.depth_to_uint8(d, p.height, p.width) for p, d in zip(batch, depths, strict=True)]
+        return [pp.resize_short_side(picture.cpu().numpy()) for picture in pictures]
 
     @torch.inference_mode()
     def score_crops(self, rgb_crops: np.ndarray, depth_crops: np.ndarray, return_attention: bool = False):
@@ -263,15 +271,12 @@ class Scorer:
 
     def score_batch(self, batch: list[PreparedImage]) -> list[ScoreResult]:
         """Score prepared pictures together: depth batched by shape, all their crops through the model at once."""
+        rgb_crops = np.concatenate([p.rgb_crops for p in batch])
         if self.arch == "life-iqa":
-            crops = np.concatenate([pp.cut_crops(p.frame, p.positions) for p in batch])
-            return self.results(batch, self.score_rgb_crops(crops).cpu())
-        depths = self.depth_maps([p.depth_input for p in batch])
-        rgb_crops, depth_crops = [], []
-        for prepared, depth in zip(batch, depths, strict=True):
-            rgb_crops.append(pp.cut_crops(prepared.frame, prepared.positions))
-            depth_crops.append(pp.cut_crops(self.depth_frame(prepared, depth), prepared.positions))
-        return self.results(batch, self.score_crops(np.concatenate(rgb_crops), np.concatenate(depth_crops)).cpu())
+            return self.results(batch, self.score_rgb_crops(rgb_crops).cpu())
+        frames = self.depth_frames(batch, self.depth_maps([p.depth_input for p in batch]))
+        depth_crops = np.concatenate([pp.cut_crops(f, p.positions) for p, f in zip(batch, frames, strict=True)])
+        return self.results(batch, self.score_crops(rgb_crops, depth_crops).cpu())
 
     @torch.inference_mode()
     def score_rgb_crops(self, rgb_crops: np.ndarray, return_attention: bool = False):

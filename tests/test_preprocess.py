@@ -87,5 +87,5 @@ def test_depth_input_is_lower_bound_518_in_multiples_of_14(size, expected):
 def test_depth_picture_is_min_max_scaled_and_truncated():
     depth = torch.tensor([[0.0, 1.0], [2.0, 4.0]])
     picture = pp.depth_to_uint8(depth, 2, 2)
-    assert picture.dtype == np.uint8
+    assert picture.dtype == torch.uint8
     assert picture.tolist() == [[0, 63], [127, 255]]  # 255 * v / (4 + 1e-8), truncated
