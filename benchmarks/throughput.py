@@ -10,8 +10,11 @@ does not depend on its weights), then times, in this order:
   (b) batch: ``dgiqa batch``'s pipeline with its defaults (worker threads,
       batched depth and crops, bf16 on GPUs), over every image.
 
-Model loading is outside both timings; each gets one untimed warm-up. Prints
-images/s for each, their ratio, peak GPU memory and peak host RSS.
+Model loading is outside both timings; each gets one untimed warm-up, then the
+two flows alternate for ``--rounds`` rounds, in the order A B, B A, ... (so
+neither always runs first, and a machine that slows down or speeds up during
+the run weighs on both alike). Prints images/s for each,
+their ratio, peak GPU memory and peak host RSS.
 """
 
 from __future__ import annotations
@@ -76,39 +79,49 @@ def gpu_peak_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
-def time_sequential(scorer: Scorer, paths: list[str]) -> dict:
-    scorer.score(paths[0])  # warm-up
-    reset_gpu_peak(scorer.device)
-    started = time.perf_counter()
-    for path in paths:
-        assert scorer.score(path).ok
-    seconds = time.perf_counter() - started
-    return {
-        "images": len(paths),
-        "seconds": seconds,
-        "images_per_s": len(paths) / seconds,
-        "gpu_peak_mib": gpu_peak_mib(scorer.device),
-        "host_rss_peak_mib": peak_rss_mib(),
-    }
+class Timer:
+    """Adds up the images and seconds of one flow over the rounds, and its peaks."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.images, self.seconds, self.gpu_peak = device, 0, 0.0, None
+
+    def measure(self, images: int, work) -> None:
+        reset_gpu_peak(self.device)
+        started = time.perf_counter()
+        work()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - started
+        self.images += images
+        peak = gpu_peak_mib(self.device)
+        self.gpu_peak = peak if self.gpu_peak is None else max(self.gpu_peak, peak)
+
+    def report(self, **extra) -> dict:
+        return {
+            "images": self.images,
+            "seconds": self.seconds,
+            "images_per_s": self.images / self.seconds,
+            "gpu_peak_mib": self.gpu_peak,
+            "host_rss_peak_mib": peak_rss_mib(),
+            **extra,
+        }
 
 
-def time_batch(scorer: Scorer, paths: list[str], batch_size: int, workers: int) -> dict:
-    runner = BatchRunner(scorer, batch_size=batch_size, workers=workers)
-    runner.run(paths[:batch_size], lambda _: None)  # warm-up: kernels chosen, compiled if asked
-    reset_gpu_peak(scorer.device)
-    failures = []
-    stats = runner.run(paths, lambda r: r.ok or failures.append(r))
-    assert not failures, failures[:3]
-    return {
-        "images": len(paths),
-        "seconds": stats.seconds,
-        "images_per_s": len(paths) / stats.seconds,
-        "batch_size": runner.batch_size,
-        "workers": workers,
-        "precision": scorer.precision,
-        "gpu_peak_mib": gpu_peak_mib(scorer.device),
-        "host_rss_peak_mib": peak_rss_mib(),
-    }
+def sequential_flow(scorer: Scorer, paths: list[str]):
+    def work():
+        for path in paths:
+            assert scorer.score(path).ok
+
+    return work
+
+
+def batch_flow(runner: BatchRunner, paths: list[str]):
+    def work():
+        failures = []
+        runner.run(paths, lambda r: r.ok or failures.append(r))
+        assert not failures, failures[:3]
+
+    return work
 
 
 def main(argv=None) -> int:
@@ -126,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: dgiqa batch's default")
     parser.add_argument("--workers", type=int, default=None, help="default: dgiqa batch's default")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the batch run")
+    parser.add_argument("--rounds", type=int, default=2, help="times each flow runs, alternating (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -138,16 +152,32 @@ def main(argv=None) -> int:
 
         sequential_scorer = Scorer(dgiqa_weights, precision="fp32", **common)
         device = sequential_scorer.device
-        sequential = time_sequential(sequential_scorer, paths[: args.sequential_images])
-        del sequential_scorer
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
         batch_scorer = Scorer(dgiqa_weights, precision="auto", **common)
         if args.compile:
             batch_scorer.compile()
         batch_size = args.batch_size or default_batch_size(device)
-        batched = time_batch(batch_scorer, paths[: args.images], batch_size, args.workers or default_workers(device))
+        workers = default_workers(device) if args.workers is None else args.workers
+        runner = BatchRunner(batch_scorer, batch_size=batch_size, workers=workers)
+
+        # Warm-ups (untimed): first kernels, cuDNN's choices, compilation.
+        sequential_scorer.score(paths[0])
+        runner.run(paths[:batch_size], lambda _: None)
+        # The flows alternate, in the order A B, B A, A B, ... so that neither always runs first and a
+        # machine slowing down or speeding up during the run weighs on both alike.
+        sequential_timer, batch_timer = Timer(device), Timer(device)
+        flows = [
+            (
+                sequential_timer,
+                args.sequential_images,
+                sequential_flow(sequential_scorer, paths[: args.sequential_images]),
+            ),
+            (batch_timer, args.images, batch_flow(runner, paths[: args.images])),
+        ]
+        for round_number in range(args.rounds):
+            for timer, images, work in flows if round_number % 2 == 0 else reversed(flows):
+                timer.measure(images, work)
+        sequential = sequential_timer.report()
+        batched = batch_timer.report(batch_size=runner.batch_size, workers=workers, precision=batch_scorer.precision)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {
@@ -157,6 +187,7 @@ def main(argv=None) -> int:
         "crops": args.crops,
         "image_size": "1024x768",
         "compile": args.compile,
+        "rounds": args.rounds,
         "sequential": sequential,
         "batch": batched,
         "ratio": batched["images_per_s"] / sequential["images_per_s"],

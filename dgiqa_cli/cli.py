@@ -363,8 +363,9 @@ def batch(
     workers: Annotated[
         int | None,
         typer.Option(
-            min=1,
-            help="Threads that decode and prepare images. Default: the CPU count (at most 16) with a GPU, 1 on CPU.",
+            min=0,
+            help="Threads that decode and prepare images ahead of the device (0: none, one image at a time). "
+            "Default: the CPU count (at most 16) with a GPU, 1 on CPU.",
         ),
     ] = None,
     batch_size: Annotated[
@@ -433,7 +434,7 @@ def batch(
         runner = BatchRunner(
             scorer,
             batch_size=batch_size or default_batch_size(scorer.device),
-            workers=workers or default_workers(scorer.device),
+            workers=default_workers(scorer.device) if workers is None else workers,
         )
         table_rows, scores_seen = [], []
 

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -61,8 +61,8 @@ class BatchRunner:
     """Scores a stream of paths with a loaded :class:`Scorer`, calling ``on_result`` for each, in order."""
 
     def __init__(self, scorer: Scorer, batch_size: int = 8, workers: int = 4, prefetch: int | None = None):
-        if batch_size < 1 or workers < 1:
-            raise ValueError("--batch-size and --workers must be at least 1")
+        if batch_size < 1 or workers < 0:
+            raise ValueError("--batch-size must be at least 1 and --workers at least 0")
         self.scorer = scorer
         self.batch_size = batch_size
         self.workers = workers
@@ -78,28 +78,37 @@ class BatchRunner:
         except Exception as exc:  # a decoder bug must not end a run of 100 000 images
             return self.scorer.failure(path, f"could not be prepared ({type(exc).__name__}: {exc})")
 
-    def run(self, paths: Iterable[str], on_result: Callable[[ScoreResult], None]) -> RunStats:
-        stats = RunStats()
-        paths = iter(paths)
+    def prepared_stream(self, paths: Iterable[str]) -> Iterator[PreparedImage | ScoreResult]:
+        """Prepared images (or their failure rows) in input order: from the worker threads, at most
+        ``prefetch`` ahead; in this thread, one at a time, with ``workers=0``."""
+        if self.workers == 0:
+            yield from map(self.prepare, paths)
+            return
         in_flight: deque[Future] = deque()
-        pending: list[PreparedImage | ScoreResult] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="dgiqa-prepare") as pool:
             try:
-                while True:
-                    while len(in_flight) < self.prefetch:
-                        path = next(paths, None)
-                        if path is None:
-                            break
-                        in_flight.append(pool.submit(self.prepare, path))
-                    if not in_flight:
-                        break
-                    pending.append(in_flight.popleft().result())
-                    if sum(isinstance(p, PreparedImage) for p in pending) >= self.batch_size:
-                        self._flush(pending, on_result, stats)
-                self._flush(pending, on_result, stats)
+                for path in paths:
+                    in_flight.append(pool.submit(self.prepare, path))
+                    if len(in_flight) >= self.prefetch:
+                        yield in_flight.popleft().result()
+                while in_flight:
+                    yield in_flight.popleft().result()
             finally:
                 for future in in_flight:
                     future.cancel()
+
+    def run(self, paths: Iterable[str], on_result: Callable[[ScoreResult], None]) -> RunStats:
+        stats = RunStats()
+        pending: list[PreparedImage | ScoreResult] = []
+        stream = self.prepared_stream(paths)
+        try:
+            for item in stream:
+                pending.append(item)
+                if sum(isinstance(p, PreparedImage) for p in pending) >= self.batch_size:
+                    self._flush(pending, on_result, stats)
+            self._flush(pending, on_result, stats)
+        finally:
+            stream.close()  # on an interrupt: cancel what is queued, let the workers finish what they hold
         stats.finished = time.perf_counter()
         return stats
 

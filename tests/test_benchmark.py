@@ -39,7 +39,8 @@ def test_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ratio (batch / sequential):" in proc.stdout
     report = json.loads(report_path.read_text())
-    assert report["sequential"]["images"] == 1 and report["batch"]["images"] == 2
+    assert report["rounds"] == 2
+    assert report["sequential"]["images"] == 2 and report["batch"]["images"] == 4  # 1 and 2, twice
     assert report["sequential"]["images_per_s"] > 0 and report["batch"]["images_per_s"] > 0
     assert report["ratio"] == pytest.approx(report["batch"]["images_per_s"] / report["sequential"]["images_per_s"])
     assert report["batch"]["precision"] == "fp32"  # auto on CPU
