@@ -187,7 +187,7 @@ def dgiqa_pass(scorer, prepared, depth=None) -> CropPass:
     depth_frame = scorer.depth_frame(prepared, depth)
     frame, positions = prepared.frame, prepared.positions
     scores, weights = scorer.score_crops(
-        pp.cut_crops(frame, positions), pp.cut_crops(depth_frame, positions), return_attention=True
+        prepared.rgb_crops, pp.cut_crops(depth_frame, positions), return_attention=True
     )
 
     def score_windows(windows):
@@ -207,7 +207,7 @@ def life_iqa_pass(scorer, prepared, depth=None) -> CropPass:
     if depth is not None:
         raise ValueError("Life-IQA has no depth stage: it takes no depth map")
     frame = prepared.frame
-    scores, weights = scorer.score_rgb_crops(pp.cut_crops(frame, prepared.positions), return_attention=True)
+    scores, weights = scorer.score_rgb_crops(prepared.rgb_crops, return_attention=True)
 
     def score_windows(windows):
         return scorer.score_rgb_crops(pp.cut_crops(frame, windows)).cpu().numpy()
