@@ -48,122 +48,21 @@ import cv2
 import numpy as np
 
 from . import preprocess as pp
+from . import render
+from .maps import (
+    WINDOW,
+    attention_received,
+    frame_box_to_image,
+    place_values,
+    smooth_map,
+    window_grid,
+)
+from .render import CMAPS, QUALITY_MIN_SPAN, MapView, finite_range, resize_map
 
-GRID = 7  # the attention grid per 224 crop (DGIQA's tokens, Life-IQA's stage-3 cells): 32 pixels a cell
-WINDOW = pp.CROP  # 224
 ATTENTION_KINDS = ("cross", "refine")
 DEFAULT_STRIDE = 32
 DEFAULT_SMOOTH = 16.0
 DEFAULT_BATCH = 32
-
-
-# -- pure computation (no model) -------------------------------------------------------------------
-
-
-def window_starts(size: int, stride: int, window: int = WINDOW) -> list[int]:
-    """Start offsets of ``window``-long windows ``stride`` apart along a side of ``size``; the last ends at ``size``."""
-    if stride < 1:
-        raise ValueError("the stride must be at least 1 pixel")
-    last = size - window
-    if last < 0:
-        raise ValueError(f"a {window}-pixel window does not fit in {size} pixels")
-    starts = list(range(0, last + 1, stride))
-    if starts[-1] != last:
-        starts.append(last)
-    return starts
-
-
-def window_grid(height: int, width: int, stride: int, window: int = WINDOW) -> list[tuple[int, int]]:
-    """Top-left corners (x, y) of a dense grid of windows covering a ``height`` x ``width`` frame, row by row.
-
-    The first row and column start at 0, the last ones end flush with the
-    bottom and right edges, so with ``stride <= window`` every pixel is covered.
-    """
-    ys = window_starts(height, stride, window)
-    xs = window_starts(width, stride, window)
-    return [(x, y) for y in ys for x in xs]
-
-
-def place_values(
-    values: np.ndarray, positions: Sequence[tuple[int, int]], shape: tuple[int, int], window: int = WINDOW
-) -> tuple[np.ndarray, np.ndarray]:
-    """Put per-window values back where the windows are and average them where they overlap.
-
-    ``values``: (N,) one value per window, or (N, g, g) a grid per window, each
-    cell covering ``window / g`` pixels (nearest neighbour: a cell's value
-    fills exactly its square). ``positions``: top-left corners (x, y).
-    Returns ``(mean, count)`` of shape ``shape``: the average over the windows
-    covering each pixel (NaN where none does) and how many do.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) != len(positions):
-        raise ValueError(f"{len(values)} values for {len(positions)} windows")
-    total = np.zeros(shape, np.float64)
-    count = np.zeros(shape, np.int32)
-    for value, (x, y) in zip(values, positions, strict=True):
-        if x < 0 or y < 0 or x + window > shape[1] or y + window > shape[0]:
-            raise ValueError(f"window at ({x}, {y}) leaves the {shape[1]}x{shape[0]} frame")
-        if value.ndim == 0:
-            patch = value
-        elif window % value.shape[0] == 0 and window % value.shape[1] == 0:
-            patch = np.repeat(np.repeat(value, window // value.shape[0], 0), window // value.shape[1], 1)
-        else:
-            patch = cv2.resize(value, (window, window), interpolation=cv2.INTER_NEAREST)
-        total[y : y + window, x : x + window] += patch
-        count[y : y + window, x : x + window] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return mean.astype(np.float32), count
-
-
-def attention_received(weights: np.ndarray, grid: int = GRID) -> np.ndarray:
-    """Head-averaged attention (N, L, L) (rows: queries, columns: keys) -> (N, grid, grid).
-
-    The attention each key location receives, as the mean of its column over
-    the query rows, scaled by L so that 1 is the even share (each crop's
-    values average to 1).
-    """
-    weights = np.asarray(weights, dtype=np.float64)
-    n, rows, cols = weights.shape
-    if cols != grid * grid:
-        raise ValueError(f"expected {grid * grid} key tokens, got {cols}")
-    return (weights.mean(axis=1) * cols).reshape(n, grid, grid).astype(np.float32)
-
-
-def smooth_map(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur (``sigma`` in pixels; 0 = none) of a map without NaNs."""
-    if sigma <= 0:
-        return values.astype(np.float32)
-    return cv2.GaussianBlur(values.astype(np.float32), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
-
-
-def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bilinear resize of a float map to ``width`` x ``height``; NaN (uncovered) areas stay NaN, edges stay sharp."""
-    values = values.astype(np.float32)
-    if values.shape == (height, width):
-        return values
-    valid = np.isfinite(values)
-    if valid.all():
-        return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-    weight = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    total = cv2.resize(np.where(valid, values, 0).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(weight >= 0.5, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
-
-
-def frame_box_to_image(
-    x: int, y: int, frame_shape: tuple[int, int], image_shape: tuple[int, int], window: int = WINDOW
-) -> list[int]:
-    """A window at (x, y) of the model's frame -> ``[x0, y0, x1, y1]`` in original-image pixels (x1, y1 exclusive).
-
-    x and y scale separately: Life-IQA's frame (512 x 384, H x W) does not keep the picture's aspect ratio.
-    """
-    fh, fw = frame_shape
-    ih, iw = image_shape
-    sx, sy = iw / fw, ih / fh
-    x0, y0 = round(x * sx), round(y * sy)
-    x1, y1 = round((x + window) * sx), round((y + window) * sy)
-    return [max(0, x0), max(0, y0), min(iw, x1), min(ih, y1)]
 
 
 # -- the model families ---------------------------------------------------------------------------
@@ -372,6 +271,88 @@ class Explanation:
         return arrays
 
 
+# -- drawing (the pictures themselves: :mod:`dgiqa_cli.render`) ---------------------------------
+
+
+def map_views(explanation: Explanation, quality_range: tuple[float, float] | None = None) -> list[MapView]:
+    """Depth (DGIQA), attention (per kind asked for) and quality, each at the input's size.
+
+    ``quality_range``: the quality map's colour range; default: its own
+    min..max (at least ``QUALITY_MIN_SPAN`` wide), so that local differences show.
+    """
+    height, width = explanation.image_shape
+    views = []
+    if explanation.depth is not None:
+        depth = resize_map(explanation.depth, width, height)
+        lo, hi = finite_range(depth)
+        views.append(
+            MapView(
+                "depth",
+                "Depth (near = warm)",
+                depth,
+                lo,
+                hi,
+                CMAPS["depth"],
+                ("far", "", "near"),
+                "Depth Anything, relative",
+            )
+        )
+    titles = explanation.family.attention
+    for kind, frame_map in explanation.attention_maps.items():
+        values = resize_map(frame_map, width, height)
+        lo, hi = finite_range(values)
+        ticks = (f"{lo:.2f}", f"{(lo + hi) / 2:.2f}", f"{hi:.2f}")
+        caption = "received, 1 = even share" + ("" if np.isfinite(values).all() else "; grey: no crop")
+        views.append(MapView(f"attention_{kind}", titles[kind], values, lo, hi, CMAPS["attention"], ticks, caption))
+    if explanation.quality_map is not None:
+        values = resize_map(explanation.quality_map, width, height)
+        lo, hi = quality_range or finite_range(values, QUALITY_MIN_SPAN)
+        ticks = (f"{lo:.3f}", f"{(lo + hi) / 2:.3f}", f"{hi:.3f}")
+        caption = f"224 windows, stride {explanation.stride}"
+        views.append(MapView("quality", "Local quality", values, lo, hi, CMAPS["quality"], ticks, caption))
+    return views
+
+
+def panel_heading(explanation: Explanation, note: str | None = None) -> str:
+    """The panel's title: picture, model family and score (Life-IQA: with its scale), weights, crops, ``note``."""
+    result, family = explanation.result, explanation.family
+    model = result.model
+    if not model.startswith("hf://") and ("/" in model or os.sep in model):
+        model = Path(model).name  # a local file: its name is enough
+    parts = [
+        Path(result.path).name,
+        family.heading.format(score=explanation.score, scale=result.scale),
+        family.setup.format(model=model, depth_model=result.depth_model, crops=len(explanation.positions)),
+    ]
+    if note:
+        parts.append(note)
+    return "  ·  ".join(parts)
+
+
+def panel(
+    explanation: Explanation,
+    *,
+    overlay: bool = False,
+    alpha: float = 0.5,
+    title: str | None = None,
+    views: list[MapView] | None = None,
+):
+    """The side-by-side panel of ``explanation`` (a PIL image); ``title``: a note added to the heading."""
+    views = views if views is not None else map_views(explanation)
+    worst = explanation.worst
+    return render.panel(
+        explanation.rgb,
+        views,
+        heading=panel_heading(explanation, title),
+        score=explanation.score,
+        crop_boxes=[explanation.box(x, y) for x, y in explanation.positions],
+        worst_box=worst["box"] if worst else None,
+        worst_score=worst["score"] if worst else None,
+        overlay=overlay,
+        alpha=alpha,
+    )
+
+
 def explain_prepared(
     scorer,
     prepared,
@@ -519,8 +500,6 @@ def write_explanation(
     overwritten and not ``force``, ``ImageError`` for an input that cannot be
     scored, ``ValueError`` for bad options.
     """
-    from . import render
-
     family = family_of(scorer)
     kinds = check_attention_kinds(attention, family)
     if not 0.0 <= alpha <= 1.0:
@@ -554,11 +533,12 @@ def write_explanation(
     if paths:
         next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
     if heatmap:
-        views = render.map_views(explanation)
-        for role, picture in render.map_images(explanation, overlay=overlay, alpha=alpha, views=views).items():
-            render.save_png(picture, paths[role])
-        panel = render.panel(explanation, overlay=overlay, alpha=alpha, title=title, views=views)
-        render.save_png(panel, paths["panel"], optimize=True)
+        views = map_views(explanation)
+        picture = explanation.rgb if overlay else None
+        for role, colour in render.map_images(views, picture, alpha).items():
+            render.save_png(colour, paths[role])
+        drawn = panel(explanation, overlay=overlay, alpha=alpha, title=title, views=views)
+        render.save_png(drawn, paths["panel"], optimize=True)
     if save_arrays:
         with open(paths["arrays"], "wb") as f:
             np.savez_compressed(f, **explanation.arrays())

@@ -1,5 +1,8 @@
 """Drawing explanations: colour maps, overlays, colour bars and the side-by-side panel.
 
+Plain arrays and labels in, pictures out: this module knows nothing of models or of
+:mod:`dgiqa_cli.explain`, which computes what is drawn and calls it.
+
 OpenCV colour maps and Pillow's default font only; no plotting library. Colour
 maps: depth = inferno (near = warm and bright, far = dark), attention =
 viridis, local quality = red (worse) -> yellow -> green (better). Areas a map
@@ -17,8 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from .explain import Explanation, resize_map
 
 NAN_GREY = (128, 128, 128)
 CROP_COLOUR = (255, 255, 255)
@@ -92,51 +93,22 @@ def finite_range(values: np.ndarray, min_span: float = 1e-6) -> tuple[float, flo
     return lo, hi
 
 
-def map_views(explanation: Explanation, quality_range: tuple[float, float] | None = None) -> list[MapView]:
-    """Depth (DGIQA), attention (per kind asked for) and quality, each at the input's size.
-
-    ``quality_range``: the quality map's colour range; default: its own
-    min..max (at least ``QUALITY_MIN_SPAN`` wide), so that local differences show.
-    """
-    height, width = explanation.image_shape
-    views = []
-    if explanation.depth is not None:
-        depth = resize_map(explanation.depth, width, height)
-        lo, hi = finite_range(depth)
-        views.append(
-            MapView(
-                "depth",
-                "Depth (near = warm)",
-                depth,
-                lo,
-                hi,
-                CMAPS["depth"],
-                ("far", "", "near"),
-                "Depth Anything, relative",
-            )
-        )
-    titles = explanation.family.attention
-    for kind, frame_map in explanation.attention_maps.items():
-        values = resize_map(frame_map, width, height)
-        lo, hi = finite_range(values)
-        ticks = (f"{lo:.2f}", f"{(lo + hi) / 2:.2f}", f"{hi:.2f}")
-        caption = "received, 1 = even share" + ("" if np.isfinite(values).all() else "; grey: no crop")
-        views.append(MapView(f"attention_{kind}", titles[kind], values, lo, hi, CMAPS["attention"], ticks, caption))
-    if explanation.quality_map is not None:
-        values = resize_map(explanation.quality_map, width, height)
-        lo, hi = quality_range or finite_range(values, QUALITY_MIN_SPAN)
-        ticks = (f"{lo:.3f}", f"{(lo + hi) / 2:.3f}", f"{hi:.3f}")
-        caption = f"224 windows, stride {explanation.stride}"
-        views.append(MapView("quality", "Local quality", values, lo, hi, CMAPS["quality"], ticks, caption))
-    return views
+def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of a float map to ``width`` x ``height``; NaN (uncovered) areas stay NaN, edges stay sharp."""
+    values = values.astype(np.float32)
+    if values.shape == (height, width):
+        return values
+    valid = np.isfinite(values)
+    if valid.all():
+        return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+    weight = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    total = cv2.resize(np.where(valid, values, 0).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight >= 0.5, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
 
 
-def map_images(
-    explanation: Explanation, *, overlay: bool = False, alpha: float = 0.5, views=None
-) -> dict[str, np.ndarray]:
-    """role -> RGB (H, W, 3) uint8 at the input's size: the colour-mapped map, or blended over the picture."""
-    views = views if views is not None else map_views(explanation)
-    picture = explanation.rgb if overlay else None
+def map_images(views: list[MapView], picture: np.ndarray | None = None, alpha: float = 0.5) -> dict[str, np.ndarray]:
+    """role -> RGB (H, W, 3) uint8 at the input's size: the colour-mapped map, or blended over ``picture``."""
     return {v.role: v.colour(picture, alpha) for v in views}
 
 
@@ -239,42 +211,28 @@ def scaled_box(box: list[int], scale_x: float, scale_y: float, ox: int, oy: int)
     return [ox + x0 * scale_x, oy + y0 * scale_y, ox + x1 * scale_x - 1, oy + y1 * scale_y - 1]
 
 
-def panel_heading(explanation: Explanation, note: str | None = None) -> str:
-    """The panel's title: picture, model family and score (Life-IQA: with its scale), weights, crops, ``note``."""
-    result, family = explanation.result, explanation.family
-    model = result.model
-    if not model.startswith("hf://") and ("/" in model or os.sep in model):
-        model = Path(model).name  # a local file: its name is enough
-    parts = [
-        Path(result.path).name,
-        family.heading.format(score=explanation.score, scale=result.scale),
-        family.setup.format(model=model, depth_model=result.depth_model, crops=len(explanation.positions)),
-    ]
-    if note:
-        parts.append(note)
-    return "  ·  ".join(parts)
-
-
 def panel(
-    explanation: Explanation,
+    rgb: np.ndarray,
+    views: list[MapView],
     *,
+    heading: str,
+    score: float,
+    crop_boxes: list[list[int]],
+    worst_box: list[int] | None = None,
+    worst_score: float | None = None,
     overlay: bool = False,
     alpha: float = 0.5,
-    title: str | None = None,
-    views: list[MapView] | None = None,
 ) -> Image.Image:
-    """The side-by-side picture: the input (crops and worst window outlined), then each map with its colour bar.
+    """The side-by-side picture: ``rgb`` (crops and worst window outlined), then each map with its colour bar.
 
-    ``title``: a note added to the heading (:func:`panel_heading`).
+    Plain data in: the picture, the maps ready to draw, the heading, and boxes in
+    the picture's pixels ``[x0, y0, x1, y1]`` (x1, y1 exclusive).
     """
-    views = views if views is not None else map_views(explanation)
-    height, width = explanation.image_shape
+    height, width = rgb.shape[:2]
     layout = panel_layout(width, height, 1 + len(views))
     canvas = Image.new("RGB", (layout.width, layout.height), "white")
     draw = ImageDraw.Draw(canvas)
 
-    score = explanation.score
-    heading = panel_heading(explanation, title)
     draw.text((PAD, 8), fit_text(draw, heading, font(16), layout.width - 2 * PAD), fill="black", font=font(16))
 
     def place_tile(rgb: np.ndarray, i: int) -> tuple[int, int]:
@@ -286,7 +244,6 @@ def panel(
         return tx, ty
 
     sx, sy = layout.tile_w / width, layout.tile_h / height
-    worst = explanation.worst
 
     # the input, with the scoring crops and the worst window
     ox, oy = layout.origin(0)
@@ -296,30 +253,30 @@ def panel(
         fill="black",
         font=font(14),
     )
-    tx, ty = place_tile(explanation.rgb, 0)
+    tx, ty = place_tile(rgb, 0)
     overlay_draw = ImageDraw.Draw(canvas, "RGBA")
-    for x, y in explanation.positions:
-        overlay_draw.rectangle(scaled_box(explanation.box(x, y), sx, sy, tx, ty), outline=(*CROP_COLOUR, 170), width=1)
-    if worst:
-        draw.rectangle(scaled_box(worst["box"], sx, sy, tx, ty), outline=WORST_COLOUR, width=2)
+    for box in crop_boxes:
+        overlay_draw.rectangle(scaled_box(box, sx, sy, tx, ty), outline=(*CROP_COLOUR, 170), width=1)
+    if worst_box:
+        draw.rectangle(scaled_box(worst_box, sx, sy, tx, ty), outline=WORST_COLOUR, width=2)
     ly = ty + layout.tile_h + 6
     small = font(12)
     draw.rectangle([ox, ly + 2, ox + 10, ly + 12], outline=(60, 60, 60))
-    draw.text((ox + 16, ly), f"scoring crops ({len(explanation.positions)})", fill="black", font=small)
-    if worst:
+    draw.text((ox + 16, ly), f"scoring crops ({len(crop_boxes)})", fill="black", font=small)
+    if worst_box:
         draw.rectangle([ox, ly + 20, ox + 10, ly + 30], outline=WORST_COLOUR, width=2)
-        draw.text((ox + 16, ly + 18), f"worst window: {worst['score']:.3f}", fill="black", font=small)
+        draw.text((ox + 16, ly + 18), f"worst window: {worst_score:.3f}", fill="black", font=small)
 
-    picture = explanation.rgb if overlay else None
+    picture = rgb if overlay else None
     for i, view in enumerate(views, start=1):
         ox, oy = layout.origin(i)
         label = view.title
-        if view.role == "quality" and worst:
-            label += f"  ·  worst {worst['score']:.3f}"
+        if view.role == "quality" and worst_box:
+            label += f"  ·  worst {worst_score:.3f}"
         draw.text((ox, oy + 2), fit_text(draw, label, font(14), layout.column_w), fill="black", font=font(14))
         tx, ty = place_tile(view.colour(picture, alpha), i)
-        if view.role == "quality" and worst:
-            draw.rectangle(scaled_box(worst["box"], sx, sy, tx, ty), outline=WORST_COLOUR, width=2)
+        if view.role == "quality" and worst_box:
+            draw.rectangle(scaled_box(worst_box, sx, sy, tx, ty), outline=WORST_COLOUR, width=2)
         bar_w = max(60, layout.column_w - 8)
         draw_colour_bar(draw, canvas, view, ox + (layout.column_w - bar_w) // 2, ty + layout.tile_h + 8, bar_w)
     return canvas

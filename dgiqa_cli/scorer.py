@@ -17,19 +17,17 @@ import numpy as np
 import torch
 
 from . import preprocess as pp
-from .hub import ResolvedWeights, WeightsError, load_into, read_state_dict, resolve_weights
 from .images import MAX_PIXELS, DecodedImage, ImageError, decode_image, decoded_from_array, read_image
-from .models import DEPTH_ENCODERS, build_model, detect_architecture
-from .registry import RegistryEntry, default_model_name, depth_entry_for_arch, model_entries
+from .models import DEPTH_ENCODERS
 from .runtime import autocast, pick_device, pick_precision
+from .weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
+from .weights.registry import default_model_name, depth_entry_for_arch, model_entries
 
 log = logging.getLogger("dgiqa")
 
 DEFAULT_CROPS = 20
-AUTHORS_DEPTH_MODEL = "vitl"  # what the DGIQA authors trained and score with
 MODEL_FAMILIES = ("dgiqa", "life-iqa")
 LIFE_IQA_INPUT_SIZE = (512, 384)  # (H, W) of the KonIQ configuration's test-time resize
-SCORE_RANGES = {"dgiqa": (0.0, 1.0), "life-iqa": (None, None)}
 
 
 def default_weights_for(family: str) -> str:
@@ -126,18 +124,16 @@ class Scorer:
 
         if model is not None and model not in MODEL_FAMILIES:
             raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODEL_FAMILIES)}")
-        resolved = resolve_weights(weights or default_weights_for(model or "dgiqa"), kind="model")
-        self.model_name = resolved.label
-        self.entry: RegistryEntry | None = resolved.entry
-        state = None if resolved.entry else read_state_dict(resolved.path)
-        self.arch = resolved.entry.arch if resolved.entry else detect_arch(resolved, state)
-        if self.arch not in MODEL_FAMILIES or (model is not None and self.arch != model):
+        loaded = load_network(weights or default_weights_for(model or "dgiqa"), "model")
+        if loaded.arch not in MODEL_FAMILIES or (model is not None and loaded.arch != model):
             wanted = model or " or ".join(MODEL_FAMILIES)
-            raise WeightsError(f"{resolved.label}: holds {self.arch} weights, not {wanted} weights")
-        config = dict(self.entry.config) if self.entry else {}
-        self.input_size = tuple(config.pop("input_size", LIFE_IQA_INPUT_SIZE))  # Life-IQA's fixed (H, W)
-        self.model = self._load(self.arch, resolved, state, **config.get("model", {}))
+            raise WeightsError(f"{loaded.label}: holds {loaded.arch} weights, not {wanted} weights")
+        self.weights: LoadedNetwork = loaded
+        self.model_name, self.arch, self.card = loaded.label, loaded.arch, loaded.card
+        self.input_size = tuple(self.card.config.get("input_size", LIFE_IQA_INPUT_SIZE))  # Life-IQA's fixed (H, W)
+        self.model = loaded.network.to(self.device)
         self.depth_model_name: str | None = None
+        self.depth_weights: LoadedNetwork | None = None
         self.depth = None
         if self.arch == "dgiqa":
             self._load_depth(depth_model, depth_weights)
@@ -146,7 +142,7 @@ class Scorer:
 
     def _load_depth(self, depth_model: str | None, depth_weights) -> None:
         """The Depth Anything stage DGIQA needs; by default the encoder the weights were trained with."""
-        trained_with = (self.entry.depth_model if self.entry else None) or AUTHORS_DEPTH_MODEL
+        trained_with = self.card.depth_model or AUTHORS_DEPTH_MODEL
         self.depth_model_name = depth_model or trained_with
         if self.depth_model_name not in DEPTH_ENCODERS:
             raise ValueError(f"unknown depth model {depth_model!r}; choose one of {', '.join(DEPTH_ENCODERS)}")
@@ -156,9 +152,9 @@ class Scorer:
                 self.depth_model_name,
                 trained_with,
             )
-        depth_resolved = resolve_weights(depth_weights or depth_entry_for_arch(self.depth_model_name).name, "depth")
-        depth_arch = f"depth-anything-{self.depth_model_name}"
-        self.depth = self._load(depth_arch, depth_resolved)
+        spec = depth_weights or depth_entry_for_arch(self.depth_model_name).name
+        self.depth_weights = load_network(spec, "depth", arch=f"depth-anything-{self.depth_model_name}")
+        self.depth = self.depth_weights.network.to(self.device)
 
     def compile(self) -> None:
         """``torch.compile`` both networks: slower first batches, faster after (worth it for big runs)."""
@@ -169,22 +165,16 @@ class Scorer:
     @property
     def score_range(self) -> tuple[float | None, float | None]:
         """The range scores fall in; ``(None, None)`` for Life-IQA's unbounded MOS regression."""
-        if self.entry and self.entry.score_range != (None, None):
-            return self.entry.score_range
-        return SCORE_RANGES[self.arch]
+        return self.card.score_range
 
     @property
     def scale(self) -> str:
         """The score scale in words, printed beside every number."""
         low, high = self.score_range
         if low is None or high is None:
-            trained = f" of {self.entry.trained_on}" if self.entry and self.entry.trained_on else ""
+            trained = f" of {self.card.trained_on}" if self.card.trained_on else ""
             return f"MOS{trained}, unbounded"
         return f"{low:g} to {high:g}, higher is better"
-
-    def _load(self, arch: str, weights: ResolvedWeights, state_dict=None, **config) -> torch.nn.Module:
-        model = load_into(build_model(arch, **config), arch, weights, state_dict)
-        return model.to(self.device).eval()
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -346,14 +336,6 @@ class Scorer:
     def score_many(self, items: Iterable[str | os.PathLike | np.ndarray]) -> list[ScoreResult]:
         """Score several pictures, one after the other (``dgiqa batch`` is the fast path for many)."""
         return [self.score(item) for item in items]
-
-
-def detect_arch(weights: ResolvedWeights, state_dict: dict) -> str:
-    """The architecture of weights that came without a registry entry, from their keys."""
-    try:
-        return detect_architecture(state_dict)
-    except ValueError as exc:
-        raise WeightsError(f"{weights.label}: {exc}") from None
 
 
 def list_models() -> list[str]:

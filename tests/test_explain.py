@@ -15,21 +15,19 @@ from conftest import FIXTURES
 from PIL import Image
 from typer.testing import CliRunner
 
-from dgiqa_cli.cli import app as dgiqa_app  # before cli_explain, which it registers
-from dgiqa_cli.cli_explain import explain, print_report
+from dgiqa_cli.cli import app as dgiqa_app
+from dgiqa_cli.cli.explain import explain, print_report
 from dgiqa_cli.explain import (
     FAMILIES,
     Explanation,
-    attention_received,
     check_attention_kinds,
-    frame_box_to_image,
-    place_values,
-    resize_map,
-    window_grid,
-    window_starts,
+    map_views,
+    panel,
+    panel_heading,
     write_explanation,
 )
-from dgiqa_cli.render import colorize, lut, map_views, panel, panel_heading, panel_layout
+from dgiqa_cli.maps import attention_received, frame_box_to_image, place_values, window_grid, window_starts
+from dgiqa_cli.render import colorize, lut, panel_layout, resize_map
 from dgiqa_cli.scorer import ScoreResult
 
 GOOD = FIXTURES / "synthetic_480x640.png"  # 640 wide, 480 high

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from dgiqa_cli.cli.weights import weights_app
+from dgiqa_cli.weights import WeightsError
+from dgiqa_cli.weights.files import read_state_dict, sha256_of
+from dgiqa_cli.weights.resolve import resolve_weights
+from dgiqa_cli.weights.registry import local_entries
 from hub_server import HubServer
 from typer.testing import CliRunner
-
-from dgiqa_cli.cli_weights import weights_app
-from dgiqa_cli.hub import WeightsError, read_state_dict, resolve_weights, sha256_of
-from dgiqa_cli.registry import local_entries
 
 runner = CliRunner()
 TOKEN = "hf_test_write_token"
@@ -181,7 +182,8 @@ def test_weights_that_fail_their_checksum_are_refused(hub, env):
     assert result.exit_code == 1
     assert squash(mismatch("hf://someone/dgiqa", cached)) in squash(result.stderr), result.stderr
 
-    from dgiqa_cli.hub import load_into
+    from dgiqa_cli.weights.files import load_into
+
     from dgiqa_cli.models import build_model
 
     resolved = resolve_weights("hf://someone/dgiqa")  # what `dgiqa score --weights hf://someone/dgiqa` loads
@@ -205,7 +207,9 @@ def imported_vits(tmp_path_factory, weights_dir):
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DGIQA_HOME", str(home))
-        result = weights("import", weights_dir / "depth_anything_vits14.pth", "--name", "my-vits")
+        # The stand-in is no release (its hash proves nothing), so the user states the licence.
+        args = ("--name", "my-vits", "--license", "Apache-2.0")
+        result = weights("import", weights_dir / "depth_anything_vits14.pth", *args)
         assert result.exit_code == 0, result.stderr
     return home
 

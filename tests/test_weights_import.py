@@ -13,14 +13,16 @@ import shutil
 import pytest
 import torch
 from conftest import FIXTURES
+from dgiqa_cli.cli.weights import weights_app
+from dgiqa_cli.weights import WeightsError
+from dgiqa_cli.weights.files import load_into, sha256_of
+from dgiqa_cli.weights.resolve import resolve_weights
+from dgiqa_cli.weights.registry import local_entries
 from hub_server import HubServer
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from dgiqa_cli.cli_weights import weights_app
-from dgiqa_cli.hub import WeightsError, load_into, resolve_weights, sha256_of
 from dgiqa_cli.models import build_model
-from dgiqa_cli.registry import local_entries
 
 runner = CliRunner()
 PICTURE = FIXTURES / "synthetic_480x640.png"
@@ -304,3 +306,17 @@ def test_life_iqa_round_trip_stores_one_backbone_copy(env, tmp_path, monkeypatch
     with torch.inference_mode():
         assert torch.equal(net(crops), original(crops))
     assert config["parameters"] == sum(p.numel() for p in original.parameters())
+
+
+def test_a_release_is_claimed_only_when_the_hash_proves_it(env, dgiqa_state, tmp_path):
+    """Weights named like the authors' file, but no known release, get no source, licence or release from the name."""
+    impostor = tmp_path / "DGIQA_Koniq10k.pth"
+    torch.save({k: v + 1e-3 if v.is_floating_point() else v for k, v in dgiqa_state.items()}, impostor)
+    result = weights("import", impostor, "--name", "impostor")
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((env / "models" / "impostor" / "config.json").read_text())
+    assert config["source"]["url"] == "" and config["source"]["verified_release"] is None
+    assert config["source"]["license"].startswith("unknown") and "unverified" in config["description"]
+    assert config["trained_on"] == ""
+    info = json.loads(weights("info", "impostor", "--json").stdout)
+    assert info["known_release"]["origin"] == "local"  # it is only its own import, never the authors' release

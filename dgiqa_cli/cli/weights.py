@@ -1,6 +1,6 @@
 """``dgiqa weights``: list, download, import, inspect and publish checkpoints.
 
-Same conventions as :mod:`dgiqa_cli.cli`: data (tables, JSON) on stdout;
+Same conventions as :mod:`dgiqa_cli.cli.common`: data (tables, JSON) on stdout;
 progress, notes and errors on stderr; exit 0 on success, 1 when weights
 cannot be had or fail their checks, 2 on usage errors.
 """
@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from . import cli as _cli  # err/out consoles, fail(), exit codes (looked up at call time: no import cycle)
+from . import common as _cli  # err/out consoles, fail(), exit codes
 
 weights_app = typer.Typer(
     name="weights",
@@ -93,8 +93,8 @@ def _range_text(score_range, kind: str) -> str:
 
 
 def _list_rows() -> list[dict]:
-    from .hub import cached_file
-    from .registry import RegistryError, local_entries, packaged_entries
+    from ..weights.download import cached_file
+    from ..weights.registry import RegistryError, local_entries, packaged_entries
 
     rows = []
     for kind in ("model", "depth"):
@@ -212,8 +212,9 @@ class _Transfers:
 
 def _download_targets(names: list[str]):
     """Each name -> (label, entry or None, hf uri or None); unknown names are usage errors."""
-    from .hub import UnknownWeightsError, WeightsError, parse_hf_uri
-    from .registry import RegistryError, find_entry, packaged_entries
+    from ..weights import UnknownWeightsError, WeightsError
+    from ..weights.download import parse_hf_uri
+    from ..weights.registry import RegistryError, find_entry, packaged_entries
 
     targets = []
     for name in names:
@@ -234,25 +235,18 @@ def _download_targets(names: list[str]):
 
 def _fetch(label, entry, uri, revision, force, transfers) -> dict:
     """Download one target; return its row (status 'downloaded', 'cached' or 'local')."""
-    from .hub import (
-        CONFIG_FILE,
-        DEFAULT_HUB_FILE,
-        HubLocation,
-        MissingHubFileError,
-        download,
-        hf_uri_names_file,
-        how_to_get,
-        parse_hf_uri,
-        read_config,
-        verify_sha256,
-    )
+    from ..weights import MissingHubFileError
+    from ..weights.download import HubLocation, download, how_to_get, parse_hf_uri
+    from ..weights.files import verify_sha256
+    from ..weights.hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, read_config
+    from ..weights.resolve import hf_uri_names_file
 
     before = transfers.bytes
     expected = None
     if entry is not None and entry.origin == "local":
         path = entry.local_file
         if path is None or not path.is_file():
-            from .hub import resolve_local_entry
+            from ..weights.resolve import resolve_local_entry
 
             resolve_local_entry(entry)  # raises with what to do
         expected = entry.sha256
@@ -318,7 +312,7 @@ def download(
 
     A second call downloads nothing. Checksums known to the registry (or to config.json) are verified.
     """
-    from .hub import WeightsError
+    from ..weights import WeightsError
 
     with _cli.weights_errors():
         targets = _download_targets(names)
@@ -405,7 +399,7 @@ def import_weights(
     The architecture is detected from the tensor names and the weights must load into it strictly.
     Files go to $DGIQA_HOME (default ~/.local/share/dgiqa)/models/NAME.
     """
-    from .convert import import_checkpoint
+    from ..weights.importing import import_checkpoint
 
     with _cli.weights_errors(), _cli.busy("Converting…"):
         result = import_checkpoint(
@@ -463,7 +457,7 @@ def info(
     Says whether the file is a known release (its sha256 is in the registry) and exits 1 if it fails
     its checksum or does not load.
     """
-    from .convert import describe
+    from ..weights.importing import describe
 
     with _cli.weights_errors():
         report = describe(spec)
@@ -521,8 +515,8 @@ def push(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish converted weights to the Hub with a model card (README.md): config.json + model.safetensors."""
-    from .convert import plan_push
-    from .convert import push as push_weights
+    from ..weights.push import plan_push
+    from ..weights.push import push as push_weights
 
     with _cli.weights_errors():
         plan = plan_push(spec, repo, private)

@@ -1,4 +1,4 @@
-"""``dgiqa explain``: why an image scored as it did (registered on the app by ``cli.py``).
+"""``dgiqa explain``: why an image scored as it did.
 
 Data (the report, or JSON with ``--json``) goes to stdout; progress, warnings
 and errors to stderr. Exit codes: 0 every image explained, 1 some failed,
@@ -16,7 +16,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli import (
+from ..images import MAX_PIXELS
+from .common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -42,7 +43,6 @@ from .cli import (
     progress_bar,
     setup_logging,
 )
-from .images import MAX_PIXELS
 
 
 class AttentionChoice(str, Enum):
@@ -70,7 +70,7 @@ def check_outputs(
     ``family``: the model's :class:`~dgiqa_cli.explain.Family`, or None while it
     is not known yet (then only the files every family writes are checked).
     """
-    from .explain import existing_outputs, output_paths
+    from ..explain import existing_outputs, output_paths
 
     if not (heatmap or save_arrays):
         return
@@ -171,8 +171,8 @@ def explain(
 
       dgiqa explain photo.jpg --heatmap --overlay --alpha 0.6 --save-arrays --json
     """
-    from .explain import FAMILIES, check_attention_kinds, family_of, write_explanation
-    from .images import ImageError
+    from ..explain import FAMILIES, check_attention_kinds, family_of, write_explanation
+    from ..images import ImageError
 
     setup_logging(quiet)
     kinds = ATTENTION_KINDS[attention.value]

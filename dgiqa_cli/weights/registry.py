@@ -2,12 +2,11 @@
 
 Two tables, consulted in this order:
 
-- the packaged registry, ``weights/registry.json`` (installed as
-  ``dgiqa_cli.weights``): the authors' releases and the Depth Anything models,
+- the packaged registry, ``dgiqa_cli/weights/registry.json``: the authors' releases and the Depth Anything models,
   each with its Hub location, checksum, training set and score range;
-- the user's local registry, ``$DGIQA_HOME/registry.json`` (default
-  ``~/.local/share/dgiqa``): checkpoints converted with ``dgiqa weights
-  import``, kept in ``$DGIQA_HOME/models/NAME/`` in the Hub format
+- the user's local registry, ``$DGIQA_HOME/registry.json`` (default: the
+  per-user data folder ``platformdirs`` gives, ``~/.local/share/dgiqa`` on
+  Linux): checkpoints converted with ``dgiqa weights import``, kept in ``$DGIQA_HOME/models/NAME/`` in the Hub format
   (``config.json`` + ``model.safetensors``).
 
 Where weights live is data, never code. A local name can never shadow a
@@ -26,6 +25,7 @@ from importlib.resources import files
 from pathlib import Path
 
 KINDS = ("model", "depth")
+AUTHORS_DEPTH_MODEL = "vitl"  # the depth encoder the DGIQA authors trained and score with
 _SECTIONS = {"model": "models", "depth": "depth_models"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -142,13 +142,14 @@ def depth_entry_for_arch(arch: str) -> RegistryEntry:
 def dgiqa_home() -> Path:
     """The user-level folder for imported weights, as the environment says *now*.
 
-    ``$DGIQA_HOME``, else ``$XDG_DATA_HOME/dgiqa``, else ``~/.local/share/dgiqa``.
+    ``$DGIQA_HOME``, else the platform's per-user data folder (``$XDG_DATA_HOME/dgiqa``,
+    by default ``~/.local/share/dgiqa`` on Linux).
     """
     if os.environ.get("DGIQA_HOME"):
         return Path(os.environ["DGIQA_HOME"]).expanduser()
-    if os.environ.get("XDG_DATA_HOME"):
-        return Path(os.environ["XDG_DATA_HOME"]).expanduser() / "dgiqa"
-    return Path.home() / ".local" / "share" / "dgiqa"
+    from platformdirs import user_data_path
+
+    return user_data_path("dgiqa", appauthor=False)
 
 
 def local_registry_file() -> Path:

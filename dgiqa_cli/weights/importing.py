@@ -1,18 +1,10 @@
-"""The authors' checkpoints -> the Hub format; describing weights; publishing them.
+"""The authors' checkpoints -> the Hub format (``dgiqa weights import``), and ``dgiqa weights info``.
 
-The Hub format is one folder (or Hub repository) holding:
-
-- ``model.safetensors``: the tensors, exactly as in the source checkpoint
-  (less buffers that are recomputed, and for Life-IQA one copy of each
-  backbone tensor: ``checkpoint_filter('life-iqa')`` restores the twins);
-- ``config.json``: what the tensors are (architecture, model options, depth
-  model, score range, training set), where they came from (source file and its
-  sha256, licence, citation), how they were converted, and the sha256 of
-  ``model.safetensors``, which is checked on every load;
-- ``README.md``: the model card (written by ``dgiqa weights push``).
-
-Nothing here executes code from a checkpoint: ``.pth`` files are read with
-``torch.load(weights_only=True)`` (:func:`dgiqa_cli.hub.read_state_dict`).
+The converted folder holds the tensors exactly as in the source checkpoint
+(less buffers that are recomputed, and for Life-IQA one copy of each backbone
+tensor: ``checkpoint_filter('life-iqa')`` restores the twins), with a
+``config.json`` saying what they are and where they came from. A release is
+named only when the file's sha256 proves it.
 """
 
 from __future__ import annotations
@@ -20,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -29,67 +20,40 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .hub import (
+from .. import __version__
+from ..models import ARCHITECTURES, DEPTH_ENCODERS, checkpoint_filter, detect_architecture
+from .errors import UnknownWeightsError, WeightsError, WrongKindError
+from .files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
+from .hubformat import (
     CONFIG_FILE,
     CONFIG_FORMAT,
     CONFIG_FORMAT_VERSION,
     DEFAULT_HUB_FILE,
-    ResolvedWeights,
-    UnknownWeightsError,
-    WeightsError,
-    WrongKindError,
-    checksum_remedy,
-    hub_endpoint,
-    hub_offline,
+    entry_from_config,
     kind_of_arch,
-    load_into,
-    read_config,
-    read_state_dict,
-    resolve_weights,
-    sha256_of,
 )
-from .models import ARCHITECTURES, DEPTH_ENCODERS, build_model, checkpoint_filter, detect_architecture
 from .registry import (
+    AUTHORS_DEPTH_MODEL,
     NAME_PATTERN,
     RegistryEntry,
     RegistryError,
     depth_entries,
-    find_entry,
     local_entries,
     local_models_dir,
     model_entries,
     packaged_entries,
     save_local_entry,
 )
-from .scorer import AUTHORS_DEPTH_MODEL
-
-REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-HUB_FILES = (CONFIG_FILE, DEFAULT_HUB_FILE, "README.md")
+from .resolve import resolve_weights
 
 LIFE_IQA_CITATION = (
     "Tang et al. Life-IQA: GCN-enhanced layer interaction and MoE feature decoupling for image quality "
     "assessment. arXiv:2511.19024, 2025."
 )
+UNVERIFIED = "unknown: the file matches no known release (pass --license)"
 DEPTH_ANYTHING_CITATION = (
     "Yang, Kang, Huang, Xu, Feng, Zhao. Depth Anything: Unleashing the Power of Large-Scale Unlabeled Data. CVPR 2024."
 )
-# Hub licence identifiers a model card may use as they are; anything else becomes `license: other`.
-HUB_LICENSES = {
-    "apache-2.0",
-    "mit",
-    "bsd-2-clause",
-    "bsd-3-clause",
-    "cc-by-4.0",
-    "cc-by-sa-4.0",
-    "cc-by-nc-4.0",
-    "cc-by-nc-sa-4.0",
-    "cc-by-nc-nd-4.0",
-    "gpl-3.0",
-    "agpl-3.0",
-    "lgpl-3.0",
-    "openrail",
-}
 
 
 # -- model options that a checkpoint implies ------------------------------------------------------
@@ -194,15 +158,6 @@ def dtype_names(state_dict: dict[str, torch.Tensor]) -> str:
     return ", ".join(floating) or "-"
 
 
-def load_checked(arch: str, config: dict, weights: ResolvedWeights, state_dict=None) -> torch.nn.Module:
-    """A model of ``arch`` with ``weights`` loaded strictly (sha256 checked when expected)."""
-    try:
-        model = build_model(arch, **config)
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{weights.label}: cannot build {arch} with {config} ({exc})") from None
-    return load_into(model, arch, weights, state_dict)
-
-
 # -- import ---------------------------------------------------------------------------------------
 
 
@@ -216,7 +171,7 @@ class ImportResult:
 
 def check_new_name(name: str, force: bool = False) -> None:
     """A name for imported weights: well formed, not a packaged name, not taken (unless ``force``)."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise UnknownWeightsError(
             f"{name!r} is not a usable name: use letters, digits, '.', '_' and '-' (64 at most), "
             "starting with a letter or digit"
@@ -231,14 +186,6 @@ def check_new_name(name: str, force: bool = False) -> None:
             raise WeightsError(str(exc)) from None
         if taken:
             raise UnknownWeightsError(f"{name!r} is already imported; pass --force to replace it")
-
-
-def release_for_file(path: Path) -> RegistryEntry | None:
-    """A packaged entry whose published file has this name (e.g. DGIQA_Koniq10k.pth), as a hint."""
-    for entry in [*model_entries().values(), *depth_entries().values()]:
-        if entry.source_file and entry.source_file == path.name:
-            return entry
-    return None
 
 
 def import_checkpoint(
@@ -282,7 +229,7 @@ def import_checkpoint(
     storable, steps = storable_state_dict(arch, state_dict)
     del state_dict
 
-    known = _known_release(source_sha) or release_for_file(source)
+    known = _known_release(source_sha)  # a release is claimed only when the hash proves it
     if known and trained_on is not None and known.trained_on and trained_on != known.trained_on:
         known = None  # the user says these are other weights: describe them generically
     defaults = _defaults_for(arch, known)
@@ -317,6 +264,8 @@ def import_checkpoint(
             "size": source.stat().st_size,
             "url": source_url or defaults["source"],
             "license": license or defaults["license"],
+            # True only when the file's sha256 is that of a release the registry knows.
+            "verified_release": known.name if known else None,
         },
         "conversion": {
             "tool": f"dgiqa {__version__}",
@@ -362,8 +311,6 @@ def import_checkpoint(
 
 
 def local_entry_from_config(config: dict, folder: Path, repo: str = "") -> RegistryEntry:
-    from .hub import entry_from_config
-
     entry = entry_from_config(config, config["name"], origin="local", path=str(folder), repo=repo)
     return entry
 
@@ -399,31 +346,18 @@ def _defaults_for(arch: str, known: RegistryEntry | None) -> dict:
             "source": known.source,
             "score_range": known.score_range if known.kind == "model" else None,
         }
+    # Unverified weights: the architecture's paper is cited, but no source, licence or release is claimed.
+    unverified = {"license": UNVERIFIED, "source": ""}
     if arch == "dgiqa":
         koniq = model_entries()["dgiqa-koniq"]
-        return {
-            "description": "DGIQA (depth-guided cross-attention and refinement) quality model",
-            "citation": koniq.citation,
-            "license": koniq.license,
-            "source": "https://github.com/uf-robopi/DGIQA",
-            "score_range": (0.0, 1.0),
-        }
+        description = "DGIQA (depth-guided cross-attention and refinement) quality model, source unverified"
+        return {"description": description, "citation": koniq.citation, "score_range": (0.0, 1.0), **unverified}
     if arch == "life-iqa":
-        return {
-            "description": "Life-IQA quality model (unbounded MOS regression)",
-            "citation": LIFE_IQA_CITATION,
-            "license": "as released by the Life-IQA authors (see their repository)",
-            "source": "",
-            "score_range": None,
-        }
+        description = "Life-IQA quality model (unbounded MOS regression), source unverified"
+        return {"description": description, "citation": LIFE_IQA_CITATION, "score_range": None, **unverified}
     depth = depth_entries()[arch.removeprefix("depth-anything-")]
-    return {
-        "description": depth.description,
-        "citation": DEPTH_ANYTHING_CITATION,
-        "license": depth.license,
-        "source": depth.source,
-        "score_range": None,
-    }
+    description = f"{depth.description}, source unverified"
+    return {"description": description, "citation": DEPTH_ANYTHING_CITATION, "score_range": None, **unverified}
 
 
 def _save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
@@ -446,6 +380,8 @@ def _check_round_trip(arch: str, path: Path, expected: dict[str, torch.Tensor]) 
             f"{path}: the converted file does not give back the checkpoint "
             f"(missing {missing[:3]}, unexpected {extra[:3]}, changed {changed[:3]})"
         )
+
+
 
 
 # -- info -----------------------------------------------------------------------------------------
@@ -534,253 +470,3 @@ def _source_text(entry: RegistryEntry | None) -> str:
     return " from ".join(parts) if len(parts) == 2 else (parts[0] if parts else "")
 
 
-# -- push -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class PushPlan:
-    folder: Path
-    repo: str
-    private: bool
-    config: dict
-    card: str
-    files: list[tuple[str, int]]  # (path in repo, bytes)
-    endpoint: str
-    local_name: str | None = None
-
-    @property
-    def total_size(self) -> int:
-        return sum(size for _, size in self.files)
-
-
-def weights_folder(spec: str) -> tuple[Path, str | None]:
-    """The Hub-format folder of an imported name, or a folder given as a path."""
-    try:
-        entry = find_entry(spec, "model") or find_entry(spec, "depth")
-    except RegistryError as exc:
-        raise WeightsError(str(exc)) from None
-    if entry is not None:
-        if entry.origin != "local":
-            raise UnknownWeightsError(
-                f"{spec!r} is a packaged registry name; push imported weights (`dgiqa weights import`) "
-                "or a folder in the Hub format"
-            )
-        return Path(entry.path), spec
-    folder = Path(spec).expanduser()
-    if folder.is_dir() and (folder / CONFIG_FILE).is_file():
-        return folder, None
-    raise UnknownWeightsError(
-        f"{spec!r} is neither an imported name nor a folder holding {CONFIG_FILE} and {DEFAULT_HUB_FILE}"
-    )
-
-
-def plan_push(spec: str, repo: str, private: bool = False) -> PushPlan:
-    """Everything a push would do, checked, without any network access."""
-    if not REPO_PATTERN.match(repo):
-        raise UnknownWeightsError(f"{repo!r} is not a Hub repository name; expected OWNER/REPO")
-    folder, local_name = weights_folder(spec)
-    config = read_config(folder / CONFIG_FILE)
-    weights = folder / config.get("weights_file", DEFAULT_HUB_FILE)
-    if not weights.is_file():
-        raise WeightsError(f"{folder}: {CONFIG_FILE} names {weights.name!r}, which is not in the folder")
-    if config.get("sha256"):
-        actual = sha256_of(weights)
-        if actual != config["sha256"].lower():
-            raise WeightsError(
-                f"{weights}: checksum mismatch (sha256 {actual}, expected {config['sha256']}); "
-                "refusing to publish altered weights. Import the checkpoint again."
-            )
-    card = model_card(config, repo)
-    files = [(CONFIG_FILE, (folder / CONFIG_FILE).stat().st_size), (weights.name, weights.stat().st_size)]
-    files.append(("README.md", len(card.encode("utf-8"))))
-    return PushPlan(
-        folder=folder,
-        repo=repo,
-        private=private,
-        config=config,
-        card=card,
-        files=files,
-        endpoint=hub_endpoint() or "https://huggingface.co",
-        local_name=local_name,
-    )
-
-
-def push(plan: PushPlan, *, token: str | None = None, message: str | None = None) -> str:
-    """Create the repository (if needed) and upload the folder with its model card; return the commit URL."""
-    if hub_offline():
-        raise WeightsError("cannot push while offline mode is on (HF_HUB_OFFLINE)")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
-    from .hub import _transport_errors, sync_hub_offline
-
-    sync_hub_offline()
-    (plan.folder / "README.md").write_text(plan.card, encoding="utf-8")
-    api = HfApi(endpoint=plan.endpoint, token=token)
-    weights_file = plan.config.get("weights_file", DEFAULT_HUB_FILE)
-    try:
-        api.create_repo(plan.repo, private=plan.private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(
-            repo_id=plan.repo,
-            folder_path=plan.folder,
-            allow_patterns=[CONFIG_FILE, weights_file, "README.md"],
-            commit_message=message or f"Upload {plan.config.get('name', plan.repo)} ({plan.config['architecture']})",
-            repo_type="model",
-        )
-    except RepositoryNotFoundError:
-        raise WeightsError(
-            f"{plan.repo}: the Hub refused access to the repository; log in with a write token "
-            "(`hf auth login`, or set HF_TOKEN / pass --token)"
-        ) from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise WeightsError(
-                f"{plan.repo}: not allowed to write ({status}); log in with a write token "
-                "(`hf auth login`, or set HF_TOKEN / pass --token)"
-            ) from None
-        raise WeightsError(f"{plan.repo}: push failed ({str(exc).splitlines()[0]})") from None
-    except (OSError, *_transport_errors()) as exc:
-        raise WeightsError(f"{plan.repo}: push failed, {plan.endpoint} could not be reached ({exc})") from None
-    if plan.local_name:
-        try:
-            entry = find_entry(plan.local_name, kind_of_arch(plan.config["architecture"]))
-            if entry is not None and entry.origin == "local":
-                save_local_entry(_with_repo(entry, plan.repo))
-        except RegistryError as exc:
-            raise WeightsError(str(exc)) from None
-    return str(getattr(info, "commit_url", info))
-
-
-def _with_repo(entry: RegistryEntry, repo: str) -> RegistryEntry:
-    from dataclasses import replace
-
-    return replace(entry, repo=repo, published=True)
-
-
-# -- the model card -------------------------------------------------------------------------------
-
-_ARCH_TEXT = {
-    "dgiqa": "DGIQA (Ramesh, Liu, Wang, Islam, 2025): depth-guided cross-attention and refinement over two "
-    "Swin-T backbones, fed by a Depth Anything depth map; blind (no-reference) image quality",
-    "life-iqa": "Life-IQA (Tang et al., 2025): GCN-enhanced layer interaction and mixture-of-experts feature "
-    "decoupling on a Swin backbone; blind (no-reference) image quality",
-}
-
-
-def _arch_text(arch: str) -> str:
-    if arch.startswith("depth-anything-"):
-        encoder = arch.removeprefix("depth-anything-")
-        return f"Depth Anything V1 with the ViT-{encoder[-1].upper()}/14 encoder: relative (inverse) depth"
-    return _ARCH_TEXT[arch]
-
-
-def _range_text(config: dict) -> str:
-    if kind_of_arch(config["architecture"]) == "depth":
-        return "not a quality score (relative inverse depth maps)"
-    low, high = (config.get("score_range") or [None, None])[:2]
-    direction = "higher is better" if config.get("higher_is_better", True) else "lower is better"
-    if low is None and high is None:
-        return f"unbounded (the training set's MOS scale); {direction}"
-    return f"[{_num(low)}, {_num(high)}]; {direction}"
-
-
-def _num(value) -> str:
-    return "-inf" if value is None else f"{value:g}"
-
-
-def _license_yaml(license_text: str) -> list[str]:
-    ident = license_text.strip().lower()
-    if ident in HUB_LICENSES:
-        return [f"license: {ident}"]
-    return ["license: other", "license_name: source-weights-license"]
-
-
-def model_card(config: dict, repo: str) -> str:
-    """README.md for a Hub repository in dgiqa's format: what, how good, from where, under which terms."""
-    arch = config["architecture"]
-    source = config.get("source") or {}
-    conversion = config.get("conversion") or {}
-    depth = kind_of_arch(arch) == "depth"
-    tags = ["dgiqa", "safetensors"] + (["depth-estimation"] if depth else ["image-quality-assessment", arch])
-    front = ["---", *_license_yaml(source.get("license", "")), "library_name: dgiqa", "tags:"]
-    front += [f"- {tag}" for tag in tags]
-    if depth:
-        front.append("pipeline_tag: depth-estimation")
-    front.append("---")
-
-    name = repo.split("/", 1)[1]
-    option = "--depth-weights" if depth else "--weights"
-    options = config.get("model_config") or {}
-    weights = config.get("weights_file", DEFAULT_HUB_FILE)
-    rows = [
-        ("architecture", f"`{arch}`" + (f" ({_options_text(options)})" if options else "")),
-        ("trained on", config.get("trained_on") or "not stated"),
-        ("score range", _range_text(config)),
-    ]
-    if arch == "dgiqa":
-        depth_model = config.get("depth_model") or AUTHORS_DEPTH_MODEL
-        rows.append(("depth model", f"Depth Anything V1 `{depth_model}` (used by default)"))
-    if config.get("parameters"):
-        rows.append(("parameters", f"{config['parameters']:,}"))
-    rows.append(("weights", f"`{weights}` ({config.get('dtype', '-')}), sha256 `{config.get('sha256')}`"))
-
-    lines = [
-        *front,
-        "",
-        f"# {name}",
-        "",
-        f"{config.get('description') or arch}.",
-        "",
-        f"Architecture: {_arch_text(arch)}. Converted for `dgiqa`, a command line and Python tool for "
-        "blind image quality; the tensors are the source checkpoint's, unchanged.",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in rows],
-        "",
-        "## Use",
-        "",
-        "With `dgiqa` installed:",
-        "",
-        "```bash",
-    ]
-    if depth:
-        lines.append(f"dgiqa score photo.jpg --depth-model {arch.removeprefix('depth-anything-')} {option} hf://{repo}")
-    elif arch == "dgiqa":
-        lines.append(f"dgiqa score photo.jpg {option} hf://{repo}")
-    else:
-        lines.append(f"dgiqa weights info hf://{repo}   # Life-IQA weights; load with dgiqa_cli.models.build_model")
-    lines += [
-        "```",
-        "",
-        "dgiqa reads `config.json` first (architecture, depth model, score range), then `model.safetensors`, "
-        "and checks the file's sha256 against `config.json` before loading.",
-        "",
-        "## Source and licence",
-        "",
-        f"Source file: `{source.get('file', '?')}`"
-        + (f" (sha256 `{source['sha256']}`)" if source.get("sha256") else "")
-        + (f", published at {source['url']}." if source.get("url") else "."),
-        "",
-        f"Licence of the source weights: {source.get('license') or 'not stated; ask the authors before reuse'}. "
-        "The conversion changes the file format only, so these weights carry the same terms.",
-        "",
-        "## How they were converted",
-        "",
-        f"With {conversion.get('tool', 'dgiqa')} (`dgiqa weights import`)"
-        + (f" on {conversion['date']}" if conversion.get("date") else "")
-        + ":",
-        "",
-        *[f"1. {step}" for step in conversion.get("steps", [])],
-        "",
-        "## Citation",
-        "",
-        config.get("citation") or "See the source repository.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _options_text(options: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in options.items())

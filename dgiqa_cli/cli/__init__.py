@@ -1,0 +1,26 @@
+"""The ``dgiqa`` command line: parse, call the library, render. No model logic lives here.
+
+:mod:`.common` holds the Typer app and what the commands share; every other
+module of this package is one command (or command group) that registers
+itself on the app when imported. Importing this package imports them all, so
+``from dgiqa_cli.cli import app`` gives the complete command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .common import app
+
+# Each module but the shared one is a command; importing it registers it (no module imports a sibling).
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "common":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,233 @@
+"""The Typer app and what every command shares: consoles, exit codes, option types, helpers.
+
+Imports no command: each command module (``score``, ``batch``, ...) imports
+this one and registers itself on :data:`app`.
+
+Data goes to stdout (a table, or JSON / CSV that pipe into jq or pandas);
+progress, warnings and errors go to stderr. Exit codes: 0 every image scored,
+1 some images (or the weights) failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="dgiqa",
+    help=(
+        "Blind image quality scores with DGIQA (depth-guided, no reference image needed).\n\n"
+        "DGIQA scores are in [0, 1], higher is better (Life-IQA, --model life-iqa: unbounded MOS). Examples:\n\n"
+        "  dgiqa score photo.jpg\n\n"
+        "  dgiqa score *.png --json | jq '.[].score'\n\n"
+        "  dgiqa score photo.jpg --weights DGIQA_Koniq10k.pth --crops 20"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class CropMode(str, Enum):
+    official = "official"
+    grid = "grid"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class DepthModel(str, Enum):
+    vits = "vits"
+    vitb = "vitb"
+    vitl = "vitl"
+
+
+class ModelFamily(str, Enum):
+    dgiqa = "dgiqa"
+    life_iqa = "life-iqa"
+
+
+# Options shared by every command that scores.
+ModelOpt = Annotated[
+    ModelFamily | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model family: dgiqa (scores in [0, 1], the default) or life-iqa (unbounded MOS regression). "
+        "Default: whatever --weights holds.",
+        show_default=False,
+    ),
+]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="Weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid, life-iqa-koniq) or a name made "
+        "with `dgiqa weights import`, a .pth/.safetensors file such as the authors' DGIQA_Koniq10k.pth, a folder "
+        "in the Hub format, or hf://OWNER/REPO\\[/FILE].",
+        show_default=False,
+    ),
+]
+DepthModelOpt = Annotated[
+    DepthModel | None,
+    typer.Option(
+        help="Depth Anything encoder. Default: the one the weights were trained with (ViT-L for "
+        "the authors' releases); another one is faster but shifts scores.",
+        show_default=False,
+    ),
+]
+DepthWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Depth Anything weights: a name (vits, vitb, vitl), a file (pytorch_model.bin) or "
+        "hf://OWNER/REPO\\[/FILE]. Default: the registry's copy for --depth-model.",
+        show_default=False,
+    ),
+]
+CropsOpt = Annotated[int, typer.Option(min=1, help="Number of 224x224 crops averaged per image (the paper uses 20).")]
+CropModeOpt = Annotated[
+    CropMode, typer.Option(help="official: the authors' seeded random positions; grid: evenly spread.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the official crop positions (the authors use 42).")]
+DeviceOpt = Annotated[DeviceName, typer.Option(help="Where to run: auto picks CUDA, then MPS, then CPU.")]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(help="auto: bf16 (or fp16) on GPUs, fp32 on CPU. fp32 reproduces the authors' numbers exactly."),
+]
+MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (protects memory).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings on stderr.")]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"dgiqa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Blind image quality assessment with DGIQA."""
+
+
+def setup_logging(quiet: bool) -> None:
+    """Library warnings (e.g. a depth model other than the trained one) as one line each on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("dgiqa")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def weights_errors():
+    """Weights problems as one clear line and the right exit code: 2 when what the user typed names
+    nothing (a usage error), 1 when the weights cannot be had or do not fit."""
+    from ..weights import UnknownWeightsError, WeightsError
+
+    try:
+        yield
+    except UnknownWeightsError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except WeightsError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+
+
+def busy(message: str):
+    """A spinner on stderr while something slow runs, when stderr is a terminal."""
+    return err.status(message, spinner="dots") if err.is_terminal else contextlib.nullcontext()
+
+
+SCORER_OPTIONS = (
+    "model",
+    "weights",
+    "depth_model",
+    "depth_weights",
+    "crops",
+    "crop_mode",
+    "seed",
+    "device",
+    "precision",
+    "max_pixels",
+)
+
+
+def make_scorer(command_params: dict):
+    """Build the Scorer from a scoring command's parameters (every such command names the shared options
+    alike; choices arrive as Enums). Bad option values are usage errors."""
+    from ..scorer import Scorer
+
+    options = {key: command_params[key] for key in SCORER_OPTIONS}
+    options = {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
+    with weights_errors(), busy("Loading models…"):
+        try:
+            return Scorer(**options)
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+
+
+def progress_bar(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}", style="dim"),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+
+
+def render_table(results, scorer) -> Table:
+    low, high = scorer.score_range
+    scale = "MOS, unbounded" if low is None or high is None else f"{low:g}-{high:g}"
+    table = Table(title=f"{scorer.arch} · {scorer.model_name}", show_lines=False, header_style="bold")
+    table.add_column("image", overflow="fold")
+    table.add_column(f"score ({scale})", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("note", overflow="fold")
+    for r in results:
+        if r.ok:
+            table.add_row(escape(r.path), f"{r.score:.4f}", f"{r.width}x{r.height}", "")
+        else:
+            table.add_row(escape(r.path), "[red]-[/]", "", f"[red]{escape(r.error)}[/]")
+    return table

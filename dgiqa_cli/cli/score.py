@@ -1,0 +1,104 @@
+"""``dgiqa score``: score a few images and print a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..images import MAX_PIXELS
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CropMode,
+    CropModeOpt,
+    CropsOpt,
+    DepthModelOpt,
+    DepthWeightsOpt,
+    DeviceName,
+    DeviceOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    QuietOpt,
+    SeedOpt,
+    WeightsOpt,
+    app,
+    err,
+    fail,
+    make_scorer,
+    out,
+    progress_bar,
+    render_table,
+    setup_logging,
+)
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Image files to score.", show_default=False)],
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    depth_model: DepthModelOpt = None,
+    depth_weights: DepthWeightsOpt = None,
+    crops: CropsOpt = 20,
+    crop_mode: CropModeOpt = CropMode.official,
+    seed: SeedOpt = 42,
+    device: DeviceOpt = DeviceName.auto,
+    precision: PrecisionOpt = Precision.auto,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of results, and nothing else, on stdout.")
+    ] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results to this CSV file.")] = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score images one by one and print a table (or --json / --csv).
+
+    Every image gets a score or a one-line reason why not; exit code 1 if any failed.
+    """
+    from ..export import CsvWriter, check_writable
+
+    setup_logging(quiet)
+    if csv_path is not None:
+        try:
+            check_writable(csv_path)
+        except OSError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+    scorer = make_scorer(locals())
+    results = []
+    started = time.perf_counter()
+    with progress_bar(quiet or len(images) < 2) as progress:
+        task = progress.add_task("Scoring", total=len(images), current="")
+        for path in images:
+            progress.update(task, current=path.name)
+            results.append(scorer.score(path))
+            progress.advance(task)
+    elapsed = time.perf_counter() - started
+
+    if csv_path is not None:
+        with CsvWriter(csv_path) as writer:
+            for r in results:
+                writer.write(r)
+    if as_json:
+        payload = [dict(r.as_dict(), score_range=list(scorer.score_range)) for r in results]
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.print(render_table(results, scorer))
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err.print(f"[red]failed:[/] {escape(r.path)}: {escape(r.error)}", highlight=False)
+    if not quiet and len(results) > 1:
+        err.print(
+            f"{len(results) - len(failed)} scored, {len(failed)} failed in {elapsed:.1f} s "
+            f"({len(results) / max(elapsed, 1e-9):.2f} images/s)",
+            highlight=False,
+        )
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -1,0 +1,100 @@
+"""Everything that reads or checks weight files, and the one way in: :func:`load_network`.
+
+Like ``timm.create_model``: a weights *spec* (a registry name, a file, a folder
+in the Hub format, or ``hf://owner/repo[/file][@revision]``) goes in once; the
+loaded network comes out with its card (what the weights are, what their
+scores mean, which depth model they were trained with, where they came from).
+
+One file per concern, each step called once and in one direction:
+``registry`` (named weights) -> ``resolve`` (spec -> local file; ``download``
+fetches from the Hub) -> ``files`` (safe reading, checksums, strict loading).
+``hubformat`` reads ``config.json``; ``importing``, ``card`` and ``push`` are
+the Hub format's writers (``dgiqa weights import`` / ``push``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+from torch import nn
+
+from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
+from .registry import AUTHORS_DEPTH_MODEL, RegistryEntry
+
+__all__ = [
+    "AUTHORS_DEPTH_MODEL",
+    "LoadedNetwork",
+    "MissingHubFileError",
+    "RegistryEntry",
+    "UnknownWeightsError",
+    "WeightsError",
+    "WrongKindError",
+    "load_network",
+]
+
+# What a family's scores mean when the weights do not say (a bare .pth file).
+DEFAULT_SCORE_RANGES = {"dgiqa": (0.0, 1.0), "life-iqa": (None, None)}
+
+
+@dataclass
+class LoadedNetwork:
+    """A network in eval mode on the CPU, its card, and the file it was loaded from."""
+
+    network: nn.Module
+    card: RegistryEntry
+    path: Path
+    label: str  # how the user named the weights, for messages and output rows
+
+    @property
+    def arch(self) -> str:
+        return self.card.arch
+
+    @cached_property
+    def sha256(self) -> str:
+        """The weights file's sha256 (the verified one when the card knew it), for rows and caches."""
+        from .files import sha256_of
+
+        return self.card.sha256 or sha256_of(self.path)
+
+
+def load_network(
+    spec: str | os.PathLike, kind: str = "model", *, arch: str | None = None, local_only: bool = False
+) -> LoadedNetwork:
+    """Resolve ``spec`` (downloading if needed), check it and load it into a fresh network of its architecture.
+
+    ``kind``: ``model`` (a scoring model) or ``depth``; ``arch``: the architecture
+    the caller needs (an error if the weights hold another); ``local_only``: never
+    download. Raises :class:`WeightsError` (:class:`UnknownWeightsError` when the
+    spec names nothing) with a message that says what to do.
+    """
+    from ..models import detect_architecture
+    from .files import load_checked, read_state_dict
+    from .hubformat import kind_of_arch
+    from .resolve import resolve_weights
+
+    resolved = resolve_weights(spec, kind, local_only=local_only)
+    card, state_dict = resolved.entry, None
+    if card is None:  # a bare checkpoint: the architecture is told from its tensors
+        state_dict = read_state_dict(resolved.path)
+        try:
+            detected = detect_architecture(state_dict)
+        except ValueError as exc:
+            raise WeightsError(f"{resolved.label}: {exc}") from None
+        card = RegistryEntry(
+            name=resolved.label,
+            kind=kind_of_arch(detected),
+            arch=detected,
+            repo="",
+            filename=resolved.path.name,
+            published=False,
+            origin="file",
+        )
+    if arch is not None and card.arch != arch:
+        raise WeightsError(f"{resolved.label}: holds {card.arch} weights, not {arch} weights")
+    if card.score_range == (None, None) and card.arch in DEFAULT_SCORE_RANGES:
+        card = replace(card, score_range=DEFAULT_SCORE_RANGES[card.arch])
+    network = load_checked(card.arch, dict(card.config.get("model", {})), resolved, state_dict)
+    return LoadedNetwork(network.eval(), card, resolved.path, resolved.label)

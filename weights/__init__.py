@@ -1,1 +1,0 @@
-"""The model registry (JSON files), installed as ``dgiqa_cli.weights``."""
