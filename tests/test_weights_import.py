@@ -96,7 +96,9 @@ def test_import_writes_the_hub_format_and_registers_the_name(env, weights_dir, d
         "sha256": sha256_of(source),
         "size": source.stat().st_size,
         "url": "https://example.org/DGIQA_standin.pth",
-        "license": "as released by the DGIQA authors (see their repository)",
+        # No release has this hash, so no licence is claimed for it (issue 11: provenance only when proven).
+        "license": "unknown: the file matches no known release (pass --license)",
+        "verified_release": None,
     }
     assert "Ramesh, Liu, Wang, Islam" in config["citation"]
     assert config["conversion"]["steps"][0].startswith("read with torch.load(weights_only=True)")

@@ -114,7 +114,7 @@ def storable_state_dict(arch: str, state_dict: dict[str, torch.Tensor]) -> tuple
     if stale:
         steps.append(f"dropped {stale} buffers that the model recomputes (stale timm Swin buffers)")
     if arch == "life-iqa":
-        from .models.life_iqa import twin_key
+        from ..models.life_iqa import twin_key
 
         kept = {}
         twins = 0
