@@ -235,14 +235,23 @@ def check_writable(path: str | os.PathLike) -> Path | str:
         raise OutputError(path, errno.EROFS if _read_only(parent) else errno.EACCES)
     elif _read_only(parent):
         raise OutputError(path, errno.EROFS)
-    with contextlib.suppress(OSError):
-        fs = os.statvfs(parent)
-        if fs.f_blocks > 0 and fs.f_bavail == 0:
-            raise OutputError(path, errno.ENOSPC)
+    if _no_free_block(parent):
+        raise OutputError(path, errno.ENOSPC)
     return path
 
 
+def _no_free_block(folder: Path) -> bool:
+    """A file system that is already full (a real one: pseudo file systems report no blocks at all)."""
+    try:
+        fs = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return fs.f_blocks > 0 and fs.f_bavail == 0
+
+
 def _read_only(folder: Path) -> bool:
+    if not hasattr(os, "statvfs"):  # Windows: access() already said no
+        return False
     try:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
@@ -310,7 +319,8 @@ def _file_lock(file_lock, lock_path: str):
 
     def record_pid(fd: int) -> None:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
 
     try:
         return file_lock(lock_path, timeout=0, on_acquired=record_pid)

@@ -420,3 +420,62 @@ def test_resume_refuses_a_file_without_the_settings_columns(tmp_path):
     old_jsonl.write_text(json.dumps(dict.fromkeys(OLD_FIELDS, None) | {"path": "a.jpg"}) + "\n")
     with pytest.raises(ResumeError, match="has no weights_sha256"):
         check_resume(old_jsonl, SETTINGS)
+
+
+def _can_mount_in_a_namespace() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux" or not _can_mount_in_a_namespace(), reason="needs unshare -rm (Linux)")
+def test_a_real_full_disk_then_a_read_only_one(tmp_path):
+    """A 64 KiB tmpfs, mounted in a private mount namespace (nothing outside sees it), filled by the writer."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    fill = f"""
+        import json
+        from dgiqa_cli.export import JsonlWriter, OutputError, check_writable
+        written = 0
+        try:
+            with JsonlWriter("{mount}/rows.jsonl", settings={{"weights_sha256": "ab" * 32}}) as writer:
+                while True:
+                    writer.write(type("R", (), {{"as_dict": lambda self: {{"path": f"{{written:06d}}.jpg"}}}})())
+                    written += 1
+        except OutputError as error:
+            rows = [json.loads(line) for line in open("{mount}/rows.jsonl")]
+            assert len(rows) == written and rows[-1]["path"] == f"{{written - 1:06d}}.jpg", (len(rows), written)
+            print(error)
+        try:
+            check_writable("{mount}/next.csv")
+        except OutputError as error:
+            print(error)
+    """
+    check = f"""
+        from dgiqa_cli.export import OutputError, check_writable
+        for name in ("rows.jsonl", "new.csv"):
+            try:
+                check_writable("{mount}/" + name)
+            except OutputError as error:
+                print(error)
+    """
+    (tmp_path / "fill.py").write_text(textwrap.dedent(fill))
+    (tmp_path / "check.py").write_text(textwrap.dedent(check))
+    script = (
+        'mount -t tmpfs -o size=64k tmpfs "$1" && "$2" "$3/fill.py" && mount -o remount,ro "$1" && "$2" "$3/check.py"'
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", mount, sys.executable, tmp_path],
+        capture_output=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().splitlines() == [
+        f"{mount}/rows.jsonl: no space left on device",
+        f"{mount}/next.csv: no space left on device",
+        f"{mount}/rows.jsonl: read-only file system",
+        f"{mount}/new.csv: read-only file system",
+    ]
