@@ -52,10 +52,26 @@ def _matches(folder: str, root: Path, name: str, pattern: str) -> bool:
 
 
 def read_path_list(source: str) -> list[str]:
-    """Paths from a file (one a line; blank lines and ``#`` comments skipped), or stdin for ``-``."""
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    lines = text.splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    """Paths from a file (one a line; blank lines and ``#`` comments skipped), or stdin for ``-``.
+
+    Read as bytes and decoded like the names ``os.listdir`` gives (``os.fsdecode``), so a name that is not
+    valid UTF-8 arrives as the same str discovery would yield for it. A list holding NUL bytes
+    (``find -print0``) is split on NUL instead, taken verbatim: the only way to list names holding newlines.
+    """
+    if source == "-":
+        stdin = getattr(sys.stdin, "buffer", None)
+        data = stdin.read() if stdin is not None else os.fsencode(sys.stdin.read())
+    else:
+        data = Path(source).read_bytes()
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark some Windows editors write
+    if b"\0" in data:
+        return [os.fsdecode(name) for name in data.split(b"\0") if name]
+    paths = []
+    for line in data.splitlines():
+        line = line.strip()
+        if line and not line.startswith(b"#"):
+            paths.append(os.fsdecode(line))
+    return paths
 
 
 def collect_inputs(
