@@ -1,24 +1,8 @@
 """Result rows as CSV and JSON Lines, written whole and flushed as each image finishes.
 
 Paths in rows
-    A row must be valid UTF-8 text, but a Linux file name is any bytes: Python
-    hands ``caf\\xe9.jpg`` (Latin-1 bytes) to us as ``"caf\\udce9.jpg"`` (a
-    surrogate escape). :func:`encode_path` writes such a name so that it reads
-    well and comes back exactly (:func:`decode_path`), in CSV and JSONL alike:
-
-    * a path that needs no escaping is written as it is, backslashes and all
-      (``C:\\photos\\a.jpg``, ``/data/été.png``): almost every path;
-    * otherwise *every* backslash becomes ``\\x5c``, an undecodable byte NN
-      (U+DC80..U+DCFF) becomes ``\\xNN``, and any other lone surrogate (only
-      possible on Windows) becomes ``\\udNNN``. So ``caf\\udce9.jpg`` is
-      written ``caf\\xe9.jpg``.
-
-    A path "needs escaping" when it holds a surrogate, or when it already
-    contains a token of the escaped form (``\\x80``..``\\xff``, ``\\x5c``,
-    ``\\ud800``..``\\udfff``; lower-case ``x``/``u``, hex digits in either case): a real folder called ``xe9`` under
-    ``C:\\`` is written ``C:\\x5cxe9``. Decoding is therefore unambiguous:
-    a cell holding no token is a literal path; a cell holding one is escaped,
-    and in it every backslash starts a token.
+    Written with :func:`dgiqa_cli.names.encode_path`: unchanged unless a name holds
+    undecodable bytes, and then escaped losslessly (see :mod:`dgiqa_cli.names`).
 
 Spreadsheets (``CsvWriter(csv_safe=True)``)
     A text cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR is run as
@@ -49,12 +33,12 @@ import errno
 import io
 import json
 import os
-import re
 import stat
 import sys
-import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from .names import decode_path, encode_path, printable
 
 STDOUT = "-"
 
@@ -82,72 +66,6 @@ SETTINGS_FIELDS = ("model", "depth_model", "weights_sha256", "crops", "crop_mode
 _NUMERIC = frozenset({"score", "width", "height", "crops", "seed"})
 _PATH_LIKE = ("path", "model", "depth_model")  # file names: escaped losslessly, see the module docstring
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-# -- paths in rows ---------------------------------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"\\(?:x(?:[89a-fA-F][0-9a-fA-F]|5[cC])|u[dD][89a-fA-F][0-9a-fA-F]{2})")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def encode_path(path: str) -> str:
-    """A path as row text: unchanged unless it holds undecodable bytes or looks escaped (module docstring)."""
-    path = os.fspath(path)
-    if not (_SURROGATE.search(path) or _TOKEN.search(path)):
-        return path
-    out = []
-    for ch in path:
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\x5c")
-        elif 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def decode_path(text: str) -> str:
-    """The path :func:`encode_path` wrote (a literal path, holding no escape token, comes back as it is)."""
-    if not _TOKEN.search(text):
-        return text
-
-    def unescape(match: re.Match) -> str:
-        token = match.group()
-        code = int(token[2:], 16)
-        if token[1] in "uU":
-            return chr(code)
-        return "\\" if code == 0x5C else chr(0xDC00 + code)
-
-    return _TOKEN.sub(unescape, text)
-
-
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """Text safe to print on one terminal line: control characters, bidi overrides and undecodable bytes escaped.
-
-    A file name can hold ESC (recolour the terminal, move the cursor), a newline (fake a line of output) or
-    U+202E (show ``gpj.exe`` as ``exe.jpg``). For people only: the result is not meant to be decoded again.
-    """
-    out = []
-    for ch in str(text):
-        code = ord(ch)
-        if ch in _SHORT:
-            out.append(_SHORT[ch])
-        elif 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or 0x7F <= code <= 0x9F:
-            out.append(f"\\x{code:02x}")
-        elif ch in _BIDI or unicodedata.category(ch) in ("Cs", "Zl", "Zp"):
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _text(value: str) -> str:

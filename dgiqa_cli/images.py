@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from .names import display_path, one_line, path_text
+
 # 200 megapixels: a 16 000 x 12 500 picture. Decoding it takes 600 MB and the
 # model sees it at 384 pixels on the short side anyway; above this we refuse
 # rather than risk running the machine out of memory.
@@ -122,36 +124,6 @@ class DecodedImage:
 
 
 # -- names ---------------------------------------------------------------------------------------
-
-
-def path_text(path: str | bytes | os.PathLike) -> str:
-    """The path as ``str``; undecodable bytes stay as surrogate escapes (``os.fsdecode``), so it still opens."""
-    return os.fsdecode(path) if isinstance(path, bytes | os.PathLike) else str(path)
-
-
-def display_path(path: str | bytes | os.PathLike) -> str:
-    """A path as printable single-line text: undecodable bytes as ``\\xNN``, control characters escaped.
-
-    File names may hold any byte but a slash; printed raw, an ESC or a newline
-    in one would garble the terminal or split a log line.
-    """
-    return "".join(_printable(char) for char in path_text(path))
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks as spaces and other unprintable characters escaped (decoder messages vary)."""
-    return " ".join("".join(_printable(char) for char in part) for part in str(text).split()) or str(text).strip()
-
-
-def _printable(char: str) -> str:
-    if char.isprintable():
-        return char
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by os.fsdecode
-        return f"\\x{code - 0xDC00:02x}"
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def os_error_reason(exc: OSError) -> str:

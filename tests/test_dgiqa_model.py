@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_json
-from dgiqa_cli.weights import WeightsError
-from dgiqa_cli.weights.files import ResolvedWeights, load_into
 
 from dgiqa_cli.models import build_model
 from dgiqa_cli.standin import manifest_of
+from dgiqa_cli.weights import WeightsError
+from dgiqa_cli.weights.files import ResolvedWeights, load_into
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,13 @@ import pickle
 import pytest
 import torch
 from conftest import FIXTURES, prefill_hub_cache
+from safetensors.torch import save_file
+
 from dgiqa_cli.weights import WeightsError
 from dgiqa_cli.weights.download import HubLocation, parse_hf_uri
 from dgiqa_cli.weights.files import ResolvedWeights, read_state_dict, sha256_of, verify_sha256
-from dgiqa_cli.weights.resolve import resolve_weights
 from dgiqa_cli.weights.registry import default_model_name, depth_entries, model_entries
-from safetensors.torch import save_file
+from dgiqa_cli.weights.resolve import resolve_weights
 
 
 @pytest.fixture
@@ -129,9 +130,8 @@ def test_checksum_is_verified(tmp_path):
 
 
 def test_registry_checksum_is_checked_on_load(tmp_path, dgiqa_state):
-    from dgiqa_cli.weights.files import load_into
-
     from dgiqa_cli.models import build_model
+    from dgiqa_cli.weights.files import load_into
 
     torch.save(dgiqa_state, tmp_path / "w.pth")
     wrong = ResolvedWeights(tmp_path / "w.pth", "w.pth", sha256="0" * 64)

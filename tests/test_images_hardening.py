@@ -369,6 +369,6 @@ def test_odd_names_are_printable_in_messages(tmp_path):
     assert info.value.path == os.fsdecode(raw)
     message = str(info.value)
     assert message.isprintable() and "\n" not in message
-    assert "caf\\xe9\\x1b[31m\\x0ared.jpg" in message
+    assert "caf\\xe9\\x1b[31m\\nred.jpg" in message
     assert display_path(b"caf\xe9.jpg") == "caf\\xe9.jpg"
     assert display_path("日本.jpg") == "日本.jpg"

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import HubServer
+from typer.testing import CliRunner
+
 from dgiqa_cli.cli.weights import weights_app
 from dgiqa_cli.weights import WeightsError
 from dgiqa_cli.weights.files import read_state_dict, sha256_of
-from dgiqa_cli.weights.resolve import resolve_weights
 from dgiqa_cli.weights.registry import local_entries
-from hub_server import HubServer
-from typer.testing import CliRunner
+from dgiqa_cli.weights.resolve import resolve_weights
 
 runner = CliRunner()
 TOKEN = "hf_test_write_token"
@@ -182,9 +183,8 @@ def test_weights_that_fail_their_checksum_are_refused(hub, env):
     assert result.exit_code == 1
     assert squash(mismatch("hf://someone/dgiqa", cached)) in squash(result.stderr), result.stderr
 
-    from dgiqa_cli.weights.files import load_into
-
     from dgiqa_cli.models import build_model
+    from dgiqa_cli.weights.files import load_into
 
     resolved = resolve_weights("hf://someone/dgiqa")  # what `dgiqa score --weights hf://someone/dgiqa` loads
     assert resolved.entry.arch == "dgiqa" and resolved.sha256 == config["sha256"]

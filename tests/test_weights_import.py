@@ -13,16 +13,16 @@ import shutil
 import pytest
 import torch
 from conftest import FIXTURES
-from dgiqa_cli.cli.weights import weights_app
-from dgiqa_cli.weights import WeightsError
-from dgiqa_cli.weights.files import load_into, sha256_of
-from dgiqa_cli.weights.resolve import resolve_weights
-from dgiqa_cli.weights.registry import local_entries
 from hub_server import HubServer
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from dgiqa_cli.cli.weights import weights_app
 from dgiqa_cli.models import build_model
+from dgiqa_cli.weights import WeightsError
+from dgiqa_cli.weights.files import load_into, sha256_of
+from dgiqa_cli.weights.registry import local_entries
+from dgiqa_cli.weights.resolve import resolve_weights
 
 runner = CliRunner()
 PICTURE = FIXTURES / "synthetic_480x640.png"
