@@ -3,11 +3,12 @@
 from dgiqa_cli import Scorer
 result = Scorer().score("photo.jpg")       # ScoreResult(path, score, error, ...)
 results = Scorer().score_many(["a.jpg", "b.png"])
+rgb = load_image("photo.jpg")              # the (H, W, 3) uint8 pixels the models see, or ImageError
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Scorer", "ScoreResult", "list_models", "__version__"]
+__all__ = ["ImageError", "Scorer", "ScoreResult", "list_models", "load_image", "__version__"]
 
 
 def __getattr__(name):
@@ -16,4 +17,8 @@ def __getattr__(name):
         from . import scorer
 
         return getattr(scorer, name)
+    if name in ("load_image", "ImageError"):
+        from . import images
+
+        return getattr(images, name)
     raise AttributeError(f"module 'dgiqa_cli' has no attribute {name!r}")

@@ -106,5 +106,3 @@ def frame_box_to_image(
     x0, y0 = round(x * sx), round(y * sy)
     x1, y1 = round((x + window) * sx), round((y + window) * sy)
     return [max(0, x0), max(0, y0), min(iw, x1), min(ih, y1)]
-
-

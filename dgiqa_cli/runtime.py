@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
+
+log = logging.getLogger("dgiqa")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -23,6 +26,10 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("mps" if has_mps else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU (is this a CPU build of torch?)")
+    if name.startswith("cuda:"):
+        index = name.removeprefix("cuda:")
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if name == "mps" and not has_mps:
         raise ValueError("--device mps was asked for, but Apple's Metal backend is not available here")
     return torch.device(name)
@@ -32,6 +39,8 @@ def pick_precision(name: str, device: torch.device) -> str:
     """``auto``: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU (where half is slower)."""
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "fp16" and device.type == "cpu":
+        log.warning("fp16 on the CPU is slower than fp32 (CPUs lack fast fp16 arithmetic); bf16 is the fast choice")
     if name != "auto":
         return name
     if device.type == "cuda":

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Union
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ class ScoreResult:
     depth_model: str | None = None
     arch: str = ""  # dgiqa or life-iqa
     scale: str = ""  # what the number means, e.g. "0 to 1, higher is better"
+    decoder: str = ""  # which decoder produced the pixels: opencv, pillow, array
     crop_scores: list[float] | None = field(default=None, repr=False)
 
     @property
@@ -78,6 +80,7 @@ class PreparedImage:
     frame: np.ndarray  # (H', W', 3) uint8 that crops are cut from: short side 384 (DGIQA), 512 x 384 (Life-IQA)
     positions: list[tuple[int, int]]
     rgb_crops: np.ndarray  # (N, 224, 224, 3) uint8, cut from ``frame`` at ``positions``
+    decoder: str = "opencv"  # which decoder produced the pixels
 
 
 class Scorer:
@@ -116,6 +119,7 @@ class Scorer:
         self.max_crops = max_crops  # crops per DGIQA forward pass: bounds activation memory
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
+        self.backend = "torch"  # what runs the networks
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop and depth shapes: pick the fastest kernels once
             if self.exact:  # TF32 convolutions would break fp32's promise of the reference numbers
@@ -196,7 +200,9 @@ class Scorer:
         positions = pp.crop_positions(frame.shape[0], frame.shape[1], self.crops, self.crop_mode, self.seed)
         rgb = image.rgb if keep_rgb else None
         crops = pp.cut_crops(frame, positions)  # here, so that batch workers cut them in parallel
-        return PreparedImage(image.path, image.width, image.height, rgb, depth_input, frame, positions, crops)
+        return PreparedImage(
+            image.path, image.width, image.height, rgb, depth_input, frame, positions, crops, image.decoder
+        )
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor; through pinned memory and without blocking on CUDA."""
@@ -303,6 +309,7 @@ class Scorer:
             depth_model=self.depth_model_name,
             arch=self.arch,
             scale=self.scale,
+            decoder=prepared.decoder,
             crop_scores=crop_scores.tolist(),
         )
 
@@ -317,25 +324,82 @@ class Scorer:
             scale=self.scale,
         )
 
-    def load(self, item: str | os.PathLike | np.ndarray) -> DecodedImage:
-        """A path, encoded bytes, or an RGB uint8 array (H, W, 3) / grayscale (H, W) -> DecodedImage."""
+    def load(self, item: Picture) -> DecodedImage:
+        """A path, encoded bytes, a NumPy array, a PIL image or a tensor -> DecodedImage.
+
+        Arrays: RGB uint8 (H, W, 3) or grayscale (H, W). Tensors: (3, H, W) or (H, W, 3), uint8, or
+        float in [0, 1] (as torchvision's ``ToTensor`` gives), turned into uint8 by rounding.
+        """
+        if isinstance(item, torch.Tensor):
+            return decoded_from_array(tensor_to_uint8(item), "<tensor>")
         if isinstance(item, np.ndarray):
             return decoded_from_array(item)
         if isinstance(item, bytes | bytearray):
             return decode_image(bytes(item), "<bytes>", self.max_pixels)
+        if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image, without importing PIL here
+            return decoded_from_array(np.asarray(item.convert("RGB")), "<PIL image>")
         return read_image(item, self.max_pixels)
 
-    def score(self, item: str | os.PathLike | np.ndarray) -> ScoreResult:
+    def score(self, item: Picture) -> ScoreResult:
         """Score one picture; a bad input gives a result with ``error`` set instead of raising."""
-        name = "<array>" if isinstance(item, np.ndarray) else str(item)
+        name = picture_name(item)
         try:
             return self.score_prepared(self.prepare(self.load(item)))
         except ImageError as exc:
-            return self.failure(exc.path if name != "<array>" else name, exc.reason)
+            return self.failure(exc.path if name == exc.path else name, exc.reason)
+        except Exception as exc:  # one picture's failure must never lose the others' results
+            log.debug("scoring %s failed", name, exc_info=True)
+            return self.failure(name, f"could not be scored ({type(exc).__name__}: {exc})")
 
-    def score_many(self, items: Iterable[str | os.PathLike | np.ndarray]) -> list[ScoreResult]:
+    def score_many(self, items: Iterable[Picture]) -> list[ScoreResult]:
         """Score several pictures, one after the other (``dgiqa batch`` is the fast path for many)."""
         return [self.score(item) for item in items]
+
+    @property
+    def settings(self) -> dict:
+        """Every setting that changes a score, as output rows record them (``--resume`` refuses a mismatch)."""
+        return {
+            "model": self.model_name,
+            "depth_model": self.depth_model_name,
+            "weights_sha256": self.weights.sha256,
+            "crops": self.crops,
+            "crop_mode": self.crop_mode,
+            "seed": self.seed,
+            "precision": self.precision,
+            "backend": self.backend,
+        }
+
+
+Picture = Union[str, os.PathLike, bytes, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821, UP007
+
+
+def picture_name(item) -> str:
+    """How a picture is named in its result row."""
+    if isinstance(item, torch.Tensor):
+        return "<tensor>"
+    if isinstance(item, np.ndarray):
+        return "<array>"
+    if isinstance(item, bytes | bytearray):
+        return "<bytes>"
+    if hasattr(item, "convert") and hasattr(item, "size"):
+        return "<PIL image>"
+    return os.fsdecode(item) if isinstance(item, os.PathLike) else str(item)
+
+
+def tensor_to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """A (3, H, W) / (H, W, 3) / (H, W) tensor, uint8 or float in [0, 1], as an (H, W[, 3]) uint8 array."""
+    t = tensor.detach().cpu()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (3, 4):
+        t = t.permute(1, 2, 0)  # CHW -> HWC
+    if t.ndim == 3 and t.shape[-1] == 1:
+        t = t[..., 0]
+    if t.is_floating_point():
+        if t.numel() and (t.min() < 0 or t.max() > 1):
+            raise ImageError("<tensor>", "a float tensor must hold values in [0, 1] (as ToTensor gives)")
+        t = (t * 255).round()
+    return t.to(torch.uint8).numpy()
 
 
 def list_models() -> list[str]:

@@ -65,7 +65,7 @@ def test_family_and_weights_must_agree(life_iqa_file, weights_dir):
         app,
         ["score", str(FIXTURES / PICTURES[0]), "--model", "dgiqa", "--weights", str(life_iqa_file), "--device", "cpu"],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "holds life-iqa weights, not dgiqa weights" in " ".join(result.stderr.split())
     result = runner.invoke(
         app,

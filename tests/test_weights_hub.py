@@ -128,12 +128,12 @@ def test_missing_repository_file_or_revision_are_clear_errors(hub):
     }
     for spec, message in cases.items():
         result = weights("download", spec)
-        assert result.exit_code == 1
+        assert result.exit_code == 3
         assert squash(message) in squash(result.stderr), result.stderr
 
     # a registry entry whose Hub copy does not exist says where the authors publish the file
     result = weights("download", "dgiqa-koniq")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert squash("'dgiqa-koniq' is not on the Hugging Face Hub yet. Download DGIQA_Koniq10k.pth") in squash(
         result.stderr
     )
@@ -171,7 +171,7 @@ def test_weights_that_fail_their_checksum_are_refused(hub, env):
         )
 
     result = weights("download", "hf://someone/broken")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     broken = next((env / "hf-cache").rglob("models--someone--broken/snapshots/*/model.safetensors"))
     assert squash(mismatch("hf://someone/broken", broken)) in squash(result.stderr), result.stderr
 
@@ -180,7 +180,7 @@ def test_weights_that_fail_their_checksum_are_refused(hub, env):
     cached = next((env / "hf-cache").rglob("models--someone--dgiqa/snapshots/*/model.safetensors"))
     cached.write_bytes(good[:-3])
     result = weights("download", "hf://someone/dgiqa")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert squash(mismatch("hf://someone/dgiqa", cached)) in squash(result.stderr), result.stderr
 
     from dgiqa_cli.models import build_model
@@ -257,7 +257,7 @@ def test_push_uploads_the_folder_and_hf_uri_reads_it_back(hub, imported_vits, mo
     folder = imported_vits / "models" / "my-vits"
 
     refused = weights("push", "my-vits", "--repo", "me/vits")  # no token
-    assert refused.exit_code == 1
+    assert refused.exit_code == 3
     assert squash("log in with a write token") in squash(refused.stderr), refused.stderr
     assert not hub.exists("me/vits")
 

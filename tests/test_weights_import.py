@@ -209,7 +209,7 @@ def test_altered_or_truncated_weights_fail_with_file_and_expected_hash(env, tmp_
         # altered by one bit: `info` (and every load) names the file, its hash and the expected one
         weights_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
         result = weights("info", "standin")
-        assert result.exit_code == 1
+        assert result.exit_code == 3
         assert "checksum       MISMATCH" in result.stdout
         assert "known release  no (its sha256 is not in the registry)" in result.stdout
         message = (

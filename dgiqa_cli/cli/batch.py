@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,16 +11,20 @@ import typer
 from rich.markup import escape
 
 from ..images import MAX_PIXELS
+from ..names import printable
 from .common import (
+    EXIT_BUSY,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     CropMode,
     CropModeOpt,
     CropsOpt,
     DepthModelOpt,
     DepthWeightsOpt,
-    DeviceName,
     DeviceOpt,
     MaxPixelsOpt,
     ModelOpt,
@@ -27,6 +32,7 @@ from .common import (
     PrecisionOpt,
     QuietOpt,
     SeedOpt,
+    Terminated,
     WeightsOpt,
     app,
     err,
@@ -36,12 +42,13 @@ from .common import (
     progress_bar,
     render_table,
     setup_logging,
+    sigterm_as_interrupt,
 )
 
 
-def open_writers(csv_path: Path | None, jsonl_path: Path | None, resume: bool, overwrite: bool):
-    """Check every output before any work, and open them; returns [(writer, paths already there)]."""
-    from ..export import CsvWriter, JsonlWriter, check_writable, completed_paths
+def check_outputs(csv_path: Path | None, jsonl_path: Path | None, resume: bool, overwrite: bool) -> list:
+    """Check every output before any work (exit 2 on a problem); returns [(path, writer class)]."""
+    from ..export import STDOUT, CsvWriter, JsonlWriter, check_writable
 
     outputs = []
     for path, writer_class in ((csv_path, CsvWriter), (jsonl_path, JsonlWriter)):
@@ -51,15 +58,38 @@ def open_writers(csv_path: Path | None, jsonl_path: Path | None, resume: bool, o
             check_writable(path)
         except OSError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
-        if path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
+        if str(path) != STDOUT and path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
             raise fail(
-                f"{path} exists; add --resume to score only what it lacks, or --overwrite to start again", EXIT_USAGE
+                f"{printable(str(path))} exists; add --resume to score only what it lacks, "
+                "or --overwrite to start again",
+                EXIT_USAGE,
             )
         outputs.append((path, writer_class))
+    if sum(str(path) == STDOUT for path, _ in outputs) > 1:
+        raise fail("--csv - and --jsonl - would both write to stdout; send one of them to a file", EXIT_USAGE)
+    return outputs
+
+
+def check_resumable(outputs: list, settings: dict, csv_safe: bool) -> None:
+    """With --resume: refuse outputs whose rows were made with other settings (exit 2, naming them)."""
+    from ..export import ResumeError, check_resume
+
+    for path, _ in outputs:
+        try:
+            check_resume(path, settings, csv_safe)
+        except ResumeError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+
+
+def open_writers(outputs: list, resume: bool, settings: dict, csv_safe: bool) -> list:
+    """Open the checked outputs; returns [(writer, paths that already have a row)]."""
+    from ..export import CsvWriter, completed_paths
+
     opened = []
     for path, writer_class in outputs:
-        done = completed_paths(path) if resume else set()
-        opened.append((writer_class(path, append=resume), done))
+        done = completed_paths(path, csv_safe) if resume else set()
+        options = {"csv_safe": csv_safe} if writer_class is CsvWriter else {}
+        opened.append((writer_class(path, append=resume, settings=settings, **options), done))
     return opened
 
 
@@ -77,7 +107,7 @@ def print_summary(stats, results_for_summary, lowest: int, detailed: bool) -> No
     err.print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()), highlight=False)
     err.print(f"lowest {min(lowest, len(results_for_summary))}:", highlight=False)
     for score_value, path in sorted(results_for_summary)[:lowest]:
-        err.print(f"  {score_value:.4f}  {escape(path)}", highlight=False)
+        err.print(f"  {score_value:.4f}  {escape(printable(path))}", highlight=False)
 
 
 @app.command()
@@ -92,10 +122,19 @@ def batch(
     glob: Annotated[
         str | None, typer.Option(help="Only files matching this pattern, e.g. '*.jpg' or 'raw/*/*.png'.")
     ] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write rows to this CSV as images finish.")] = None,
-    jsonl_path: Annotated[
-        Path | None, typer.Option("--jsonl", help="Write rows to this JSON Lines file as images finish.")
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Write rows to this CSV as images finish ('-': stdout).")
     ] = None,
+    jsonl_path: Annotated[
+        Path | None, typer.Option("--jsonl", help="Write rows to this JSON Lines file as images finish ('-': stdout).")
+    ] = None,
+    csv_safe: Annotated[
+        bool,
+        typer.Option(
+            "--csv-safe",
+            help="Prefix text cells that a spreadsheet would run as a formula (=, +, -, @) with a quote (').",
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option(help="Keep the rows already in --csv/--jsonl and score only the images they lack.")
     ] = False,
@@ -131,7 +170,7 @@ def batch(
     crops: CropsOpt = 20,
     crop_mode: CropModeOpt = CropMode.official,
     seed: SeedOpt = 42,
-    device: DeviceOpt = DeviceName.auto,
+    device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
     quiet: QuietOpt = False,
@@ -148,13 +187,13 @@ def batch(
       find . -name '*.jpg' | dgiqa batch --from-list - --jsonl out.jsonl
     """
     from ..discover import collect_inputs
-    from ..engine import BatchRunner, default_batch_size, default_workers
+    from ..export import OutputError, lock_outputs
 
     setup_logging(quiet)
     folders = folders or []
     if not folders and from_list is None:
         raise fail("give folders or files to score, or --from-list FILE", EXIT_USAGE)
-    missing = [str(f) for f in folders if not f.exists()]
+    missing = [printable(str(f)) for f in folders if not f.exists()]
     if missing:
         raise fail(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
     if from_list not in (None, "-") and not Path(from_list).is_file():
@@ -163,49 +202,35 @@ def batch(
         raise fail("--heatmaps-worst needs --heatmaps DIR", EXIT_USAGE)
     if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
         raise fail(f"--heatmaps {heatmaps}: exists and is not a folder", EXIT_USAGE)
-    writers = open_writers(csv_path, jsonl_path, resume, overwrite)
+    outputs = check_outputs(csv_path, jsonl_path, resume, overwrite)
+    interrupted = "every finished image has its row; run again with --resume to finish"
     try:
-        paths = collect_inputs(folders, recursive, glob, from_list)
-        todo = [p for p in paths if any(p not in done for _, done in writers)] if writers else paths
-        if not paths:
-            err.print("no images found", highlight=False)
-            raise typer.Exit(EXIT_OK)
-        scorer = make_scorer(locals())
-        if compile_models:
-            scorer.compile()
-        runner = BatchRunner(
-            scorer,
-            batch_size=batch_size or default_batch_size(scorer.device),
-            workers=default_workers(scorer.device) if workers is None else workers,
-        )
-        table_rows, scores_seen = [], []
-
-        def on_result(result) -> None:
-            for writer, done in writers:
-                if result.path not in done:
-                    writer.write(result)
-            if not writers:
-                table_rows.append(result)
-            if result.ok:
-                scores_seen.append((result.score, result.path))
-            else:
-                err.print(f"[red]failed:[/] {escape(result.path)}: {escape(result.error)}", highlight=False)
-            progress.advance(task)
-
-        with progress_bar(quiet) as progress:
-            task = progress.add_task("Scoring", total=len(todo), current="")
+        with lock_outputs([path for path, _ in outputs]), sigterm_as_interrupt():
+            if resume:  # what the options alone say, before any model is loaded
+                check_resumable(outputs, {"crops": crops, "crop_mode": crop_mode.value, "seed": seed}, csv_safe)
+            paths = collect_inputs(folders, recursive, glob, from_list)
+            if not paths:
+                err.print("no images found", highlight=False)
+                raise typer.Exit(EXIT_OK)
+            scorer = make_scorer(locals())
+            if compile_models:
+                scorer.compile()
+            if resume:
+                check_resumable(outputs, scorer.settings, csv_safe)
+            writers = open_writers(outputs, resume, scorer.settings, csv_safe)
             try:
-                stats = runner.run(todo, on_result)
-            except KeyboardInterrupt:
-                progress.stop()
-                err.print(
-                    "interrupted: every finished image has its row; run again with --resume to finish", highlight=False
-                )
-                raise typer.Exit(130) from None
-        stats.skipped = len(paths) - len(todo)
-    finally:
-        for writer, _ in writers:
-            writer.close()
+                todo = [p for p in paths if any(p not in done for _, done in writers)] if writers else paths
+                stats, table_rows, scores_seen = run_batch(scorer, todo, writers, batch_size, workers, quiet)
+            finally:
+                for writer, _ in writers:
+                    writer.close()
+            stats.skipped = len(paths) - len(todo)
+    except KeyboardInterrupt as exc:
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        err.print(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: {interrupted}", highlight=False)
+        raise typer.Exit(code) from None
+    except OutputError as exc:
+        raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
     if table_rows:
         out.print(render_table(table_rows, scorer))
     if not quiet:
@@ -214,6 +239,36 @@ def batch(
         chosen = sorted(scores_seen)[:heatmaps_worst] if heatmaps_worst else scores_seen
         write_heatmaps(scorer, [path for _, path in chosen], heatmaps, overwrite, quiet)
     raise typer.Exit(EXIT_FAILED if stats.failed else EXIT_OK)
+
+
+def run_batch(scorer, todo: list[str], writers: list, batch_size: int | None, workers: int | None, quiet: bool):
+    """Score ``todo`` through the batch engine, rows to ``writers`` as they finish; returns (stats, table rows,
+    (score, path) pairs). Without writers the rows are kept for the table printed at the end."""
+    from ..engine import BatchRunner, default_batch_size, default_workers
+
+    runner = BatchRunner(
+        scorer,
+        batch_size=batch_size or default_batch_size(scorer.device),
+        workers=default_workers(scorer.device) if workers is None else workers,
+    )
+    table_rows, scores_seen = [], []
+
+    def on_result(result) -> None:
+        for writer, done in writers:
+            if result.path not in done:
+                writer.write(result)
+        if not writers:
+            table_rows.append(result)
+        if result.ok:
+            scores_seen.append((result.score, result.path))
+        else:
+            err.print(f"[red]failed:[/] {escape(printable(result.path))}: {escape(result.error)}", highlight=False)
+        progress.update(task, advance=1, current=printable(os.path.basename(result.path)))
+
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("Scoring", total=len(todo), current="")
+        stats = runner.run(todo, on_result)
+    return stats, table_rows, scores_seen
 
 
 def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quiet: bool) -> None:
@@ -230,14 +285,14 @@ def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quie
     with progress_bar(quiet) as progress:
         task = progress.add_task("Heatmaps", total=len(paths), current="")
         for path in paths:
-            progress.update(task, current=Path(path).name)
+            progress.update(task, current=printable(Path(path).name))
             target = folder / os.path.relpath(os.path.dirname(os.path.abspath(path)), common)
             try:
                 write_explanation(scorer, path, target, heatmap=True, force=overwrite)
             except FileExistsError:
                 pass  # made by an earlier run
             except (ImageError, ValueError) as exc:
-                err.print(f"[red]no heatmap:[/] {escape(path)}: {escape(str(exc))}", highlight=False)
+                err.print(f"[red]no heatmap:[/] {escape(printable(path))}: {escape(str(exc))}", highlight=False)
             progress.advance(task)
     if not quiet:
         err.print(f"heatmaps for {len(paths)} images in {folder}", highlight=False)

@@ -4,14 +4,18 @@ Imports no command: each command module (``score``, ``batch``, ...) imports
 this one and registers itself on :data:`app`.
 
 Data goes to stdout (a table, or JSON / CSV that pipe into jq or pandas);
-progress, warnings and errors go to stderr. Exit codes: 0 every image scored,
-1 some images (or the weights) failed, 2 usage error.
+progress, warnings and errors go to stderr. Exit codes (the README's table):
+0 every image scored, 1 some images failed (each has a row saying why), 2 usage
+error, 3 the weights cannot be had or do not fit, 74 an output file cannot be
+written, 75 the output is being written by another run, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from enum import Enum
 from typing import Annotated
@@ -19,15 +23,26 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .. import __version__
+from ..names import printable
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WEIGHTS = 0, 1, 2, 3
+EXIT_OUTPUT, EXIT_BUSY = 74, 75  # sysexits' EX_IOERR and EX_TEMPFAIL
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# Messages are never hard-wrapped: a redirected stderr keeps one line per message, for grep.
+err = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="dgiqa",
@@ -48,13 +63,6 @@ app = typer.Typer(
 class CropMode(str, Enum):
     official = "official"
     grid = "grid"
-
-
-class DeviceName(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
 
 
 class Precision(str, Enum):
@@ -118,7 +126,12 @@ CropModeOpt = Annotated[
     CropMode, typer.Option(help="official: the authors' seeded random positions; grid: evenly spread.")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the official crop positions (the authors use 42).")]
-DeviceOpt = Annotated[DeviceName, typer.Option(help="Where to run: auto picks CUDA, then MPS, then CPU.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where to run: auto, cpu, cuda, cuda:N (the N-th GPU) or mps. auto picks CUDA, then MPS, then CPU."
+    ),
+]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(help="auto: bf16 (or fp16) on GPUs, fp32 on CPU. fp32 reproduces the authors' numbers exactly."),
@@ -160,7 +173,7 @@ def fail(message: str, code: int) -> typer.Exit:
 @contextlib.contextmanager
 def weights_errors():
     """Weights problems as one clear line and the right exit code: 2 when what the user typed names
-    nothing (a usage error), 1 when the weights cannot be had or do not fit."""
+    nothing (a usage error), 3 when the weights cannot be had or do not fit."""
     from ..weights import UnknownWeightsError, WeightsError
 
     try:
@@ -168,7 +181,7 @@ def weights_errors():
     except UnknownWeightsError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except WeightsError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
+        raise fail(str(exc), EXIT_WEIGHTS) from None
 
 
 def busy(message: str):
@@ -204,12 +217,36 @@ def make_scorer(command_params: dict):
             raise fail(str(exc), EXIT_USAGE) from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: finished rows are kept and the run says how to resume."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` while the block runs (in the main thread, where signals arrive)."""
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def progress_bar(quiet: bool) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta", style="dim"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[current]}", style="dim"),
         console=err,
         transient=True,
@@ -227,7 +264,7 @@ def render_table(results, scorer) -> Table:
     table.add_column("note", overflow="fold")
     for r in results:
         if r.ok:
-            table.add_row(escape(r.path), f"{r.score:.4f}", f"{r.width}x{r.height}", "")
+            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", f"{r.width}x{r.height}", "")
         else:
-            table.add_row(escape(r.path), "[red]-[/]", "", f"[red]{escape(r.error)}[/]")
+            table.add_row(escape(printable(r.path)), "[red]-[/]", "", f"[red]{escape(r.error)}[/]")
     return table

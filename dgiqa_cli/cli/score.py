@@ -12,16 +12,17 @@ import typer
 from rich.markup import escape
 
 from ..images import MAX_PIXELS
+from ..names import encode_path, printable
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_OUTPUT,
     EXIT_USAGE,
     CropMode,
     CropModeOpt,
     CropsOpt,
     DepthModelOpt,
     DepthWeightsOpt,
-    DeviceName,
     DeviceOpt,
     MaxPixelsOpt,
     ModelOpt,
@@ -51,12 +52,15 @@ def score(
     crops: CropsOpt = 20,
     crop_mode: CropModeOpt = CropMode.official,
     seed: SeedOpt = 42,
-    device: DeviceOpt = DeviceName.auto,
+    device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list of results, and nothing else, on stdout.")
     ] = False,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results to this CSV file.")] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write the results to this CSV file ('-': stdout, instead of the table)."),
+    ] = None,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
     quiet: QuietOpt = False,
 ) -> None:
@@ -64,9 +68,12 @@ def score(
 
     Every image gets a score or a one-line reason why not; exit code 1 if any failed.
     """
-    from ..export import CsvWriter, check_writable
+    from ..export import STDOUT, CsvWriter, OutputError, check_writable
 
     setup_logging(quiet)
+    csv_to_stdout = csv_path is not None and str(csv_path) == STDOUT
+    if csv_to_stdout and as_json:
+        raise fail("--json and --csv - would both write to stdout; send the CSV to a file", EXIT_USAGE)
     if csv_path is not None:
         try:
             check_writable(csv_path)
@@ -78,23 +85,25 @@ def score(
     with progress_bar(quiet or len(images) < 2) as progress:
         task = progress.add_task("Scoring", total=len(images), current="")
         for path in images:
-            progress.update(task, current=path.name)
+            progress.update(task, current=printable(path.name))
             results.append(scorer.score(path))
             progress.advance(task)
     elapsed = time.perf_counter() - started
 
     if csv_path is not None:
-        with CsvWriter(csv_path) as writer:
-            for r in results:
-                writer.write(r)
+        try:
+            with CsvWriter(csv_path, settings=scorer.settings) as writer:
+                for r in results:
+                    writer.write(r)
+        except OutputError as exc:
+            raise fail(str(exc), EXIT_OUTPUT) from None
     if as_json:
-        payload = [dict(r.as_dict(), score_range=list(scorer.score_range)) for r in results]
-        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    else:
+        sys.stdout.write(json.dumps([json_row(r, scorer) for r in results], indent=2, ensure_ascii=False) + "\n")
+    elif not csv_to_stdout:
         out.print(render_table(results, scorer))
     failed = [r for r in results if not r.ok]
     for r in failed:
-        err.print(f"[red]failed:[/] {escape(r.path)}: {escape(r.error)}", highlight=False)
+        err.print(f"[red]failed:[/] {escape(printable(r.path))}: {escape(r.error)}", highlight=False)
     if not quiet and len(results) > 1:
         err.print(
             f"{len(results) - len(failed)} scored, {len(failed)} failed in {elapsed:.1f} s "
@@ -102,3 +111,10 @@ def score(
             highlight=False,
         )
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def json_row(result, scorer) -> dict:
+    """A result as JSON: valid UTF-8 whatever the file name (undecodable bytes escaped as in CSV rows)."""
+    row = dict(result.as_dict(), score_range=list(scorer.score_range))
+    row["path"] = encode_path(result.path)
+    return row

@@ -349,7 +349,7 @@ def download(
         _cli.out.print(table)
     for label, message in failed:
         _cli.err.print(f"[bold red]error:[/] {escape(label)}: {escape(message)}", highlight=False)
-    raise typer.Exit(_cli.EXIT_FAILED if failed else _cli.EXIT_OK)
+    raise typer.Exit(_cli.EXIT_WEIGHTS if failed else _cli.EXIT_OK)
 
 
 # -- import ---------------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ def info(
             ]
         )
     if report["error"]:
-        raise _fail(report["error"], _cli.EXIT_FAILED)
+        raise _fail(report["error"], _cli.EXIT_WEIGHTS)
 
 
 # -- push -----------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ class HubLocation:
     revision: str | None = None
 
 
-
 def parse_hf_uri(uri: str, default_file: str = DEFAULT_HUB_FILE) -> HubLocation:
     """``hf://owner/repo[/path/in/repo][@revision]`` -> its parts."""
     rest = uri.removeprefix("hf://")
@@ -162,7 +161,6 @@ def how_to_get(entry: RegistryEntry) -> str:
     )
 
 
-
 def cached_file(entry: RegistryEntry, revision: str | None = None) -> Path | None:
     """Where the Hub cache holds ``entry``'s weights, without touching the network (``None``: not cached)."""
     if entry.local_file is not None:
@@ -173,5 +171,3 @@ def cached_file(entry: RegistryEntry, revision: str | None = None) -> Path | Non
         entry.repo, entry.filename, cache_dir=hub_cache_dir(), revision=revision or entry.revision
     )
     return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
-
-

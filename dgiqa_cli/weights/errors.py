@@ -17,5 +17,3 @@ class WrongKindError(UnknownWeightsError):
 
 class MissingHubFileError(WeightsError):
     """The Hub repository exists but has no such file."""
-
-

@@ -32,8 +32,6 @@ class ResolvedWeights:
     sha256: str | None = None  # expected checksum, when known
 
 
-
-
 def sha256_of(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -126,5 +126,3 @@ def scorer_config(config: dict) -> dict:
     if config.get("input_size"):
         out["input_size"] = list(config["input_size"])
     return out
-
-

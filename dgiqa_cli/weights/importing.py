@@ -382,8 +382,6 @@ def _check_round_trip(arch: str, path: Path, expected: dict[str, torch.Tensor]) 
         )
 
 
-
-
 # -- info -----------------------------------------------------------------------------------------
 
 
@@ -468,5 +466,3 @@ def _source_text(entry: RegistryEntry | None) -> str:
         return ""
     parts = [p for p in (entry.source_file, entry.source) if p]
     return " from ".join(parts) if len(parts) == 2 else (parts[0] if parts else "")
-
-

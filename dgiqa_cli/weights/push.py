@@ -93,7 +93,6 @@ def push(plan: PushPlan, *, token: str | None = None, message: str | None = None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-
     sync_hub_offline()
     (plan.folder / "README.md").write_text(plan.card, encoding="utf-8")
     api = HfApi(endpoint=plan.endpoint, token=token)
@@ -135,4 +134,3 @@ def push(plan: PushPlan, *, token: str | None = None, message: str | None = None
 def _with_repo(entry: RegistryEntry, repo: str) -> RegistryEntry:
 
     return replace(entry, repo=repo, published=True)
-

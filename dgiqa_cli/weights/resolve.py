@@ -132,8 +132,6 @@ def check_kind(entry: RegistryEntry, kind: str, label: str) -> None:
     raise WrongKindError(f"{label}: holds {entry.arch} weights, not a depth model; pass it with --weights")
 
 
-
-
 def resolve_any(spec: str, *, local_only: bool = True) -> tuple[ResolvedWeights, str]:
     """Resolve a spec as a scoring model, else as a depth model; return it and its kind."""
     try:
@@ -146,5 +144,3 @@ def resolve_any(spec: str, *, local_only: bool = True) -> tuple[ResolvedWeights,
         except UnknownWeightsError:
             pass
         raise
-
-
