@@ -30,8 +30,13 @@ Life-IQA: exactly 512 x 384, H x W, so its x and y scales differ):
   crop covers are NaN;
 - **quality**: the model's scores of 224 x 224 windows on a dense grid
   (``stride`` frame pixels apart, the last row and column flush with the far
-  edges), averaged where windows overlap, then optionally Gaussian-smoothed.
-  The worst region is the lowest-scoring window.
+  edges); each pixel shows the lowest score of the windows covering it, then
+  the map is optionally Gaussian-smoothed. The worst region is the
+  lowest-scoring window, so its box covers the map's lowest area and its score
+  is the bottom of the colour scale. Colours span the model's score range
+  (``quality_scale="model"``, DGIQA's [0, 1], comparable from picture to
+  picture) or this picture's own range (``"picture"``: small differences show;
+  Life-IQA's unbounded scores always use it); every panel says which.
 
 For ``dgiqa batch --heatmaps DIR`` and other callers, :func:`write_explanation`
 does it all for one picture (compute, draw, write, report).
@@ -53,6 +58,7 @@ from .maps import (
     WINDOW,
     attention_received,
     frame_box_to_image,
+    place_minimum,
     place_values,
     smooth_map,
     window_grid,
@@ -60,6 +66,7 @@ from .maps import (
 from .render import CMAPS, QUALITY_MIN_SPAN, MapView, finite_range, resize_map
 
 ATTENTION_KINDS = ("cross", "refine")
+QUALITY_SCALES = ("auto", "model", "picture")
 DEFAULT_STRIDE = 32
 DEFAULT_SMOOTH = 16.0
 DEFAULT_BATCH = 32
@@ -191,6 +198,8 @@ class Explanation:
     quality_map: np.ndarray | None = None  # (H', W')
     stride: int | None = None
     smooth: float = 0.0
+    score_range: tuple[float | None, float | None] = (None, None)  # the model's, for the quality colours
+    quality_scale: str = "picture"  # "model": colours span score_range; "picture": this picture's own range
 
     @property
     def score(self) -> float:
@@ -243,6 +252,7 @@ class Explanation:
                 "stride": self.stride,
                 "windows": len(self.quality_positions),
                 "smooth": self.smooth,
+                "colour_scale": self.quality_scale,
                 "min": float(np.min(self.quality_scores)),
                 "mean": float(np.mean(self.quality_scores)),
                 "max": float(np.max(self.quality_scores)),
@@ -277,8 +287,10 @@ class Explanation:
 def map_views(explanation: Explanation, quality_range: tuple[float, float] | None = None) -> list[MapView]:
     """Depth (DGIQA), attention (per kind asked for) and quality, each at the input's size.
 
-    ``quality_range``: the quality map's colour range; default: its own
-    min..max (at least ``QUALITY_MIN_SPAN`` wide), so that local differences show.
+    ``quality_range``: the quality map's colour range; default: the model's
+    score range (``quality_scale="model"``) or the picture's own, worst and best
+    windows included (at least ``QUALITY_MIN_SPAN`` wide), so that local
+    differences show.
     """
     height, width = explanation.image_shape
     views = []
@@ -306,11 +318,23 @@ def map_views(explanation: Explanation, quality_range: tuple[float, float] | Non
         views.append(MapView(f"attention_{kind}", titles[kind], values, lo, hi, CMAPS["attention"], ticks, caption))
     if explanation.quality_map is not None:
         values = resize_map(explanation.quality_map, width, height)
-        lo, hi = quality_range or finite_range(values, QUALITY_MIN_SPAN)
+        lo, hi, scale = quality_colours(explanation, values, quality_range)
         ticks = (f"{lo:.3f}", f"{(lo + hi) / 2:.3f}", f"{hi:.3f}")
-        caption = f"224 windows, stride {explanation.stride}"
+        caption = f"worst 224 window here (stride {explanation.stride}); colours: {scale}"
         views.append(MapView("quality", "Local quality", values, lo, hi, CMAPS["quality"], ticks, caption))
     return views
+
+
+def quality_colours(explanation: Explanation, values: np.ndarray, given=None) -> tuple[float, float, str]:
+    """The quality map's colour range and its name, as the panel states it."""
+    if given is not None:
+        return given[0], given[1], "given range"
+    low, high = explanation.score_range
+    if explanation.quality_scale == "model" and low is not None and high is not None:
+        return float(low), float(high), f"model range {low:g}-{high:g}"
+    scores = explanation.quality_scores if explanation.quality_scores is not None else np.empty(0)
+    lo, hi = finite_range(np.concatenate([values[np.isfinite(values)], scores]), QUALITY_MIN_SPAN)
+    return lo, hi, "this picture's range"
 
 
 def panel_heading(explanation: Explanation, note: str | None = None) -> str:
@@ -362,6 +386,7 @@ def explain_prepared(
     quality: bool = True,
     stride: int = DEFAULT_STRIDE,
     smooth: float = DEFAULT_SMOOTH,
+    quality_scale: str = "auto",
     batch_size: int = DEFAULT_BATCH,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Explanation:
@@ -374,6 +399,13 @@ def explain_prepared(
     """
     family = family_of(scorer)
     kinds = check_attention_kinds(attention, family)
+    if quality_scale not in QUALITY_SCALES:
+        raise ValueError(f"unknown quality scale {quality_scale!r}; choose one of {', '.join(QUALITY_SCALES)}")
+    bounded = None not in scorer.score_range
+    if quality_scale == "auto":
+        quality_scale = "model" if bounded else "picture"
+    elif quality_scale == "model" and not bounded:
+        raise ValueError("--quality-scale model needs a bounded score range; Life-IQA's is not: use picture")
     if quality and not 1 <= stride <= WINDOW:
         raise ValueError(f"the quality-map stride must be between 1 and {WINDOW} pixels")
     frame = prepared.frame
@@ -408,10 +440,11 @@ def explain_prepared(
             if on_progress is not None:
                 on_progress(min(start + len(chunk), len(windows)), len(windows))
         window_scores = np.concatenate(window_scores).astype(np.float32)
-        mean, _ = place_values(window_scores, windows, frame_shape)
         explanation.quality_positions = windows
         explanation.quality_scores = window_scores
-        explanation.quality_map = smooth_map(mean, smooth)
+        explanation.quality_map = smooth_map(place_minimum(window_scores, windows, frame_shape), smooth)
+        explanation.score_range = tuple(scorer.score_range)
+        explanation.quality_scale = quality_scale
         explanation.stride = stride
         explanation.smooth = float(smooth)
     return explanation
@@ -470,6 +503,7 @@ def write_explanation(
     quality: bool = True,
     stride: int = DEFAULT_STRIDE,
     smooth: float = DEFAULT_SMOOTH,
+    quality_scale: str = "auto",
     overlay: bool = False,
     alpha: float = 0.5,
     heatmap: bool = True,
@@ -526,6 +560,7 @@ def write_explanation(
         quality=quality,
         stride=stride,
         smooth=smooth,
+        quality_scale=quality_scale,
         batch_size=batch_size,
         on_progress=on_progress,
     )
@@ -535,8 +570,8 @@ def write_explanation(
     if heatmap:
         views = map_views(explanation)
         picture = explanation.rgb if overlay else None
-        for role, colour in render.map_images(views, picture, alpha).items():
-            render.save_png(colour, paths[role])
+        for view in views:  # each the input's size, pixel-aligned, with a small legend in a corner
+            render.save_png(render.with_legend(view.colour(picture, alpha), view), paths[view.role])
         drawn = panel(explanation, overlay=overlay, alpha=alpha, title=title, views=views)
         render.save_png(drawn, paths["panel"], optimize=True)
     if save_arrays:

@@ -72,6 +72,26 @@ def place_values(
     return mean.astype(np.float32), count
 
 
+def place_minimum(
+    values: np.ndarray, positions: Sequence[tuple[int, int]], shape: tuple[int, int], window: int = WINDOW
+) -> np.ndarray:
+    """Per pixel, the lowest of the window values covering it (NaN where none does).
+
+    The local-quality map: a pixel shows the worst 224 window it belongs to, so
+    the worst window of the picture is drawn in its own colour over its whole
+    box (an average over the ~49 windows covering a pixel would wash it out).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) != len(positions):
+        raise ValueError(f"{len(values)} values for {len(positions)} windows")
+    lowest = np.full(shape, np.inf)
+    for value, (x, y) in zip(values, positions, strict=True):
+        if x < 0 or y < 0 or x + window > shape[1] or y + window > shape[0]:
+            raise ValueError(f"window at ({x}, {y}) leaves the {shape[1]}x{shape[0]} frame")
+        np.minimum(lowest[y : y + window, x : x + window], value, out=lowest[y : y + window, x : x + window])
+    return np.where(np.isfinite(lowest), lowest, np.nan).astype(np.float32)
+
+
 def attention_received(weights: np.ndarray, grid: int = GRID) -> np.ndarray:
     """Head-averaged attention (N, L, L) (rows: queries, columns: keys) -> (N, grid, grid).
 

@@ -107,9 +107,28 @@ def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
         return np.where(weight >= 0.5, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
 
 
-def map_images(views: list[MapView], picture: np.ndarray | None = None, alpha: float = 0.5) -> dict[str, np.ndarray]:
-    """role -> RGB (H, W, 3) uint8 at the input's size: the colour-mapped map, or blended over ``picture``."""
-    return {v.role: v.colour(picture, alpha) for v in views}
+def with_legend(rgb: np.ndarray, view: MapView) -> Image.Image:
+    """A map picture with its colour bar and range drawn small in the bottom-right corner (size unchanged)."""
+    image = Image.fromarray(rgb)
+    width, height = image.size
+    bar_w = min(160, max(40, width // 4))
+    small = font(11)
+    draw = ImageDraw.Draw(image, "RGBA")
+    left, _, right = view.ticks
+    label = fit_text(draw, view.caption, small, max(bar_w, 140))
+    box_w = max(bar_w, text_width(draw, label, small)) + 8
+    box_h = BAR_STRIP // 2 + 34
+    if box_w + 8 > width or box_h + 8 > height:
+        return image  # too small a picture for a legend
+    x0, y0 = width - box_w - 4, height - box_h - 4
+    draw.rectangle([x0, y0, x0 + box_w, y0 + box_h], fill=(255, 255, 255, 210))
+    strip = np.repeat(lut(view.cmap)[np.linspace(0, 255, bar_w).round().astype(int)][None], BAR_STRIP // 2, 0)
+    image.paste(Image.fromarray(strip), (int(x0 + 4), int(y0 + 4)))
+    ty = y0 + 4 + BAR_STRIP // 2 + 1
+    draw.text((x0 + 4, ty), left, fill="black", font=small)
+    draw.text((x0 + 4 + bar_w - text_width(draw, right, small), ty), right, fill="black", font=small)
+    draw.text((x0 + 4, ty + 14), label, fill=(60, 60, 60), font=small)
+    return image
 
 
 def save_png(rgb: np.ndarray | Image.Image, path: str | os.PathLike, optimize: bool = False) -> None:

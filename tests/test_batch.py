@@ -127,15 +127,19 @@ def test_permission_denied_is_a_row(tmp_path, scorer):
 
 
 def test_unreadable_file_is_a_row_even_for_root(tmp_path, scorer, monkeypatch):
-    """The same path as above, by making the read itself fail as it does without permission."""
-    from pathlib import Path
+    """The same path as above, by making the open itself fail as it does without permission."""
+    target = tmp_path / "x.png"
+    shutil.copy(FIXTURES / PICTURES[0], target)
+    real_open = os.open
 
-    def refuse(self):
-        raise PermissionError(13, "Permission denied", str(self))
+    def refuse(path, *args, **kwargs):
+        if os.fspath(path) == str(target):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     rows = []
-    BatchRunner(scorer, batch_size=2, workers=1).run([str(tmp_path / "x.png")], rows.append)
+    BatchRunner(scorer, batch_size=2, workers=1).run([str(target)], rows.append)
     assert rows[0].error == "permission denied"
 
 

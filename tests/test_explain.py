@@ -26,7 +26,14 @@ from dgiqa_cli.explain import (
     panel_heading,
     write_explanation,
 )
-from dgiqa_cli.maps import attention_received, frame_box_to_image, place_values, window_grid, window_starts
+from dgiqa_cli.maps import (
+    attention_received,
+    frame_box_to_image,
+    place_minimum,
+    place_values,
+    window_grid,
+    window_starts,
+)
 from dgiqa_cli.render import colorize, lut, panel_layout, resize_map
 from dgiqa_cli.scorer import ScoreResult
 
@@ -425,3 +432,50 @@ def test_explain_help_and_usage_errors(tmp_path):
     shutil.copy(GOOD, tmp_path / "b" / "x.png")
     clash = invoke("explain", tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "--heatmap", "--out", tmp_path)
     assert clash.exit_code == 2 and "would both write" in " ".join(clash.stderr.split())
+
+
+# -- the quality map's colours and its worst window (issue 11) -----------------------------------
+
+
+def test_each_pixel_shows_the_worst_window_covering_it():
+    windows = [(0, 0), (100, 0), (200, 50)]
+    lowest = place_minimum(np.array([0.7, 0.2, 0.9]), windows, (300, 500))
+    x, y = windows[1]
+    assert np.all(lowest[y : y + 224, x : x + 224] == np.float32(0.2))  # the worst window, over its whole box
+    assert lowest[0, 50] == np.float32(0.7) and lowest[260, 420] == np.float32(0.9)
+    assert np.isnan(lowest[290, 10])  # no window there
+    assert np.nanmin(lowest) == np.float32(0.2)
+
+
+def dgiqa_like_explanation(scale: str) -> Explanation:
+    explanation = fake_life_iqa_explanation()
+    windows = explanation.quality_positions
+    explanation.quality_scores = np.array([0.40, 0.43], np.float32)
+    explanation.quality_map = place_minimum(explanation.quality_scores, windows, explanation.frame_shape)
+    explanation.score_range, explanation.quality_scale = (0.0, 1.0), scale
+    return explanation
+
+
+def test_quality_colours_span_the_model_range_and_say_so():
+    explanation = dgiqa_like_explanation("model")
+    view = next(v for v in map_views(explanation) if v.role == "quality")
+    assert (view.lo, view.hi) == (0.0, 1.0) and "model range 0-1" in view.caption
+    assert explanation.report()["quality_map"]["colour_scale"] == "model"
+    shown = next(v for v in map_views(dgiqa_like_explanation("picture")) if v.role == "quality")
+    assert "this picture's range" in shown.caption
+    worst = explanation.worst
+    assert shown.lo <= worst["score"] <= shown.hi  # the worst window's score is on the colour bar
+    x0, y0, x1, y1 = worst["box"]
+    inside = shown.values[y0:y1, x0:x1]
+    assert np.nanmax(inside) == pytest.approx(worst["score"])  # the box sits on the map's lowest area
+
+
+def test_single_map_pictures_keep_their_size_and_carry_a_legend():
+    from dgiqa_cli.render import with_legend
+
+    view = next(v for v in map_views(dgiqa_like_explanation("model")) if v.role == "quality")
+    bare = view.colour()
+    drawn = np.asarray(with_legend(bare, view))
+    assert drawn.shape == bare.shape
+    assert not np.array_equal(drawn[-40:, -160:], bare[-40:, -160:])  # the legend, bottom right
+    assert np.array_equal(drawn[:100, :100], bare[:100, :100])  # the rest untouched

@@ -241,12 +241,12 @@ def test_import_refusals(env, tmp_path, weights_dir, capsys):
     cases = []
     with open(tmp_path / "evil.pth", "wb") as fh:
         pickle.dump({"fc.weight": Payload()}, fh, protocol=2)
-    cases.append((["import", tmp_path / "evil.pth", "--name", "evil"], 1, f"error: {tmp_path / 'evil.pth'}: refused"))
+    cases.append((["import", tmp_path / "evil.pth", "--name", "evil"], 3, f"error: {tmp_path / 'evil.pth'}: refused"))
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     cases.append(
         (
             ["import", tmp_path / "other.pth", "--name", "other"],
-            1,
+            3,
             f"error: {tmp_path / 'other.pth'}: the weights match none of: dgiqa, depth-anything-vits",
         )
     )
@@ -258,7 +258,7 @@ def test_import_refusals(env, tmp_path, weights_dir, capsys):
         (["import", tmp_path / "none.pth", "--name", "none"], 2, f"error: {tmp_path / 'none.pth'}: no such file"),
         (
             ["import", depth, "--name", "d", "--arch", "dgiqa"],
-            1,
+            3,
             f"error: {depth}: holds depth-anything-vits weights, not dgiqa",
         ),
     ]

@@ -23,4 +23,8 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
+    from ..images import silence_native_stderr
+
+    # C decoders (libpng, libjpeg) print to fd 2 from worker threads; our own messages keep the terminal.
+    silence_native_stderr()
     app()

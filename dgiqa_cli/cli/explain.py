@@ -44,6 +44,12 @@ from .common import (
 )
 
 
+class QualityScale(str, Enum):
+    auto = "auto"
+    model = "model"
+    picture = "picture"
+
+
 class AttentionChoice(str, Enum):
     cross = "cross"
     refine = "refine"
@@ -133,6 +139,14 @@ def explain(
     quality: Annotated[
         bool, typer.Option("--quality/--no-quality", help="Compute the local-quality map and the worst region.")
     ] = True,
+    quality_scale: Annotated[
+        QualityScale,
+        typer.Option(
+            help="Colours of the quality map: model (the model's score range, e.g. DGIQA's 0-1: panels compare), "
+            "picture (this picture's own range: small differences show) or auto (model where the range is "
+            "bounded, picture for Life-IQA). The panel says which."
+        ),
+    ] = QualityScale.auto,
     overlay: Annotated[bool, typer.Option("--overlay", help="Blend the maps over the picture.")] = False,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Opacity of the maps with --overlay.")] = 0.5,
     save_arrays: Annotated[
@@ -212,6 +226,7 @@ def explain(
                     quality=quality,
                     stride=stride,
                     smooth=smooth,
+                    quality_scale=quality_scale.value,
                     overlay=overlay,
                     alpha=alpha,
                     heatmap=heatmap,

@@ -296,7 +296,9 @@ def _fetch(label, entry, uri, revision, force, transfers) -> dict:
 def download(
     names: Annotated[
         list[str],
-        typer.Argument(help="Registry names (see `dgiqa weights list`) or hf://OWNER/REPO[/FILE].", show_default=False),
+        typer.Argument(
+            help="Registry names (see `dgiqa weights list`) or hf://OWNER/REPO\\[/FILE].", show_default=False
+        ),
     ],
     revision: Annotated[
         str | None,

@@ -46,10 +46,6 @@ from .registry import (
 )
 from .resolve import resolve_weights
 
-LIFE_IQA_CITATION = (
-    "Tang et al. Life-IQA: GCN-enhanced layer interaction and MoE feature decoupling for image quality "
-    "assessment. arXiv:2511.19024, 2025."
-)
 UNVERIFIED = "unknown: the file matches no known release (pass --license)"
 DEPTH_ANYTHING_CITATION = (
     "Yang, Kang, Huang, Xu, Feng, Zhao. Depth Anything: Unleashing the Power of Large-Scale Unlabeled Data. CVPR 2024."
@@ -354,7 +350,12 @@ def _defaults_for(arch: str, known: RegistryEntry | None) -> dict:
         return {"description": description, "citation": koniq.citation, "score_range": (0.0, 1.0), **unverified}
     if arch == "life-iqa":
         description = "Life-IQA quality model (unbounded MOS regression), source unverified"
-        return {"description": description, "citation": LIFE_IQA_CITATION, "score_range": None, **unverified}
+        return {
+            "description": description,
+            "citation": model_entries()["life-iqa-koniq"].citation,
+            "score_range": None,
+            **unverified,
+        }
     depth = depth_entries()[arch.removeprefix("depth-anything-")]
     description = f"{depth.description}, source unverified"
     return {"description": description, "citation": DEPTH_ANYTHING_CITATION, "score_range": None, **unverified}
