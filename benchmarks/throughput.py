@@ -8,13 +8,21 @@ does not depend on its weights), then times, in this order:
   (a) sequential: the authors' flow, image after image in fp32 (read, depth map
       of one image, crops, DGIQA on them): ``Scorer(precision="fp32").score``;
   (b) batch: ``dgiqa batch``'s pipeline with its defaults (worker threads,
-      batched depth and crops, bf16 on GPUs), over every image.
+      batched depth and crops, bf16 on GPUs), over every image; on the CPU its
+      networks run through ``--backend`` (default ``auto``: OpenVINO) in
+      ``--precision`` (fp32 = exact mode, bf16 = fast mode).
+
+The authors' flow on the CPU:
+
+    python benchmarks/throughput.py --device cpu --images 4 --sequential-images 4 --rounds 2 --precision fp32
 
 Model loading is outside both timings; each gets one untimed warm-up, then the
 two flows alternate for ``--rounds`` rounds, in the order A B, B A, ... (so
 neither always runs first, and a machine that slows down or speeds up during
 the run weighs on both alike). Prints images/s for each,
-their ratio, peak GPU memory and peak host RSS.
+their ratio, the largest score difference between the two flows, peak GPU
+memory and peak host RSS; on the CPU also large matrix products timed in the
+same run (fp32 and bf16) and the share of that peak each flow reaches.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import cv2
 import numpy as np
 import torch
 
+from dgiqa_cli import __version__
 from dgiqa_cli.engine import BatchRunner, default_batch_size, default_workers
 from dgiqa_cli.models import build_model
 from dgiqa_cli.scorer import Scorer
@@ -107,21 +116,105 @@ class Timer:
         }
 
 
-def sequential_flow(scorer: Scorer, paths: list[str]):
+def sequential_flow(scorer: Scorer, paths: list[str], scores: dict):
     def work():
         for path in paths:
-            assert scorer.score(path).ok
+            result = scorer.score(path)
+            assert result.ok, result.error
+            scores[path] = result.score
 
     return work
 
 
-def batch_flow(runner: BatchRunner, paths: list[str]):
+def batch_flow(runner: BatchRunner, paths: list[str], scores: dict):
     def work():
         failures = []
-        runner.run(paths, lambda r: r.ok or failures.append(r))
+
+        def keep(result):
+            if not result.ok:
+                failures.append(result)
+            scores[result.path] = result.score
+
+        runner.run(paths, keep)
         assert not failures, failures[:3]
 
     return work
+
+
+# Arithmetic per image (GFLOP, PERF_NOTES.md): Depth Anything at 518 x 686, and DGIQA per 224 crop.
+DEPTH_GFLOP = {"vits": 210.0, "vitl": 1850.0}
+DGIQA_GFLOP_PER_CROP = 22.0
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of large matrix products in this run: PyTorch fp32, PyTorch bf16, and OpenVINO fp32 / bf16
+    (oneDNN, what the OpenVINO backend's matrix work runs on); the best of ``repeats``."""
+    flops, peaks = 2 * size**3, {}
+    for dtype, name in ((torch.float32, "torch_fp32"), (torch.bfloat16, "torch_bf16")):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        best = min(_timed(lambda a=a, b=b: a @ b) for _ in range(repeats))
+        peaks[name] = flops / best / 1e9
+    try:
+        import openvino
+        import openvino.opset13 as ops
+
+        x = ops.parameter([size, size], openvino.Type.f32)
+        w = ops.constant(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32))
+        model = openvino.Model([ops.matmul(x, w, False, False)], [x])
+        data = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
+        for hint in ("f32", "bf16"):
+            compiled = openvino.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+            request = compiled.create_infer_request()
+            request.infer([data])
+            best = min(_timed(lambda r=request: r.infer([data])) for _ in range(repeats))
+            peaks[f"openvino_{hint}"] = flops / best / 1e9
+    except Exception as exc:  # no OpenVINO here: the torch numbers stand alone
+        print(f"(OpenVINO matmul not timed: {exc})", file=sys.stderr)
+    return peaks
+
+
+def _timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def make_batch_scorer(dgiqa_weights, depth_weights, args, common) -> tuple[Scorer, dict]:
+    """The batch flow's Scorer on ``--backend`` / ``--precision``; the networks swapped for their OpenVINO
+    form when that backend runs (what ``Scorer(backend=...)`` does once it exists). Returns its start times."""
+    import inspect
+
+    started = time.perf_counter()
+    if "backend" in inspect.signature(Scorer).parameters:
+        scorer = Scorer(dgiqa_weights, precision=args.precision, backend=args.backend, **common)
+        return scorer, {"load_s": time.perf_counter() - started, "backend": getattr(scorer, "backend", args.backend)}
+    scorer = Scorer(dgiqa_weights, precision=args.precision, **common)
+    info = {"load_s": time.perf_counter() - started, "backend": "torch"}
+    if scorer.device.type == "cpu":
+        from dgiqa_cli.backends import OpenVINONetwork, accelerate, pick_backend
+        from dgiqa_cli.hub import sha256_of
+
+        if pick_backend(args.backend, scorer.device) == "openvino":
+            started = time.perf_counter()
+            for attr, arch, path in (
+                ("model", scorer.arch, dgiqa_weights),
+                ("depth", f"depth-anything-{args.depth_model}", depth_weights),
+            ):
+                network = accelerate(
+                    getattr(scorer, attr),
+                    arch,
+                    precision=scorer.precision,
+                    weights_sha256=sha256_of(path),
+                    cache_dir=args.cache_dir,
+                    threads=args.threads,
+                )
+                setattr(scorer, attr, network)
+                if isinstance(network, OpenVINONetwork):
+                    info["backend"] = "openvino"
+                    info[f"{attr}_from"] = network.source
+            info["accelerate_s"] = time.perf_counter() - started
+    return scorer, info
 
 
 def main(argv=None) -> int:
@@ -139,6 +232,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: dgiqa batch's default")
     parser.add_argument("--workers", type=int, default=None, help="default: dgiqa batch's default")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the batch run")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"], help="batch flow's backend")
+    parser.add_argument("--precision", default="auto", help="batch flow's precision (fp32 = exact, bf16 = fast)")
+    parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads (default: all cores)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="OpenVINO cache (default: the user cache)")
     parser.add_argument("--rounds", type=int, default=2, help="times each flow runs, alternating (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -152,7 +249,8 @@ def main(argv=None) -> int:
 
         sequential_scorer = Scorer(dgiqa_weights, precision="fp32", **common)
         device = sequential_scorer.device
-        batch_scorer = Scorer(dgiqa_weights, precision="auto", **common)
+        batch_scorer, start = make_batch_scorer(dgiqa_weights, depth_weights, args, common)
+        print(f"batch flow: {start}", file=sys.stderr)
         if args.compile:
             batch_scorer.compile()
         batch_size = args.batch_size or default_batch_size(device)
@@ -164,20 +262,34 @@ def main(argv=None) -> int:
         runner.run(paths[:batch_size], lambda _: None)
         # The flows alternate, in the order A B, B A, A B, ... so that neither always runs first and a
         # machine slowing down or speeding up during the run weighs on both alike.
+        peaks = matmul_peak() if device.type == "cpu" else {}
         sequential_timer, batch_timer = Timer(device), Timer(device)
+        sequential_scores, batch_scores = {}, {}
         flows = [
             (
                 sequential_timer,
                 args.sequential_images,
-                sequential_flow(sequential_scorer, paths[: args.sequential_images]),
+                sequential_flow(sequential_scorer, paths[: args.sequential_images], sequential_scores),
             ),
-            (batch_timer, args.images, batch_flow(runner, paths[: args.images])),
+            (batch_timer, args.images, batch_flow(runner, paths[: args.images], batch_scores)),
         ]
         for round_number in range(args.rounds):
             for timer, images, work in flows if round_number % 2 == 0 else reversed(flows):
                 timer.measure(images, work)
         sequential = sequential_timer.report()
-        batched = batch_timer.report(batch_size=runner.batch_size, workers=workers, precision=batch_scorer.precision)
+        batched = batch_timer.report(
+            batch_size=runner.batch_size, workers=workers, precision=batch_scorer.precision, **start
+        )
+        common_paths = sequential_scores.keys() & batch_scores.keys()
+        drift = max((abs(sequential_scores[p] - batch_scores[p]) for p in common_paths), default=None)
+        if device.type == "cpu" and peaks and args.depth_model in DEPTH_GFLOP:
+            gflop = DEPTH_GFLOP[args.depth_model] + DGIQA_GFLOP_PER_CROP * args.crops
+            # The machine's peak in the flow's precision: the faster of PyTorch's and oneDNN's (OpenVINO) products.
+            fp32_peak = max(peaks["torch_fp32"], peaks.get("openvino_f32", 0))
+            bf16_peak = max(peaks["torch_bf16"], peaks.get("openvino_bf16", 0))
+            fast = batch_scorer.precision in ("bf16", "fp16")
+            for row, peak in ((sequential, fp32_peak), (batched, bf16_peak if fast else fp32_peak)):
+                row["share_of_matmul_peak"] = gflop * row["images_per_s"] / peak
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {
@@ -187,19 +299,30 @@ def main(argv=None) -> int:
         "crops": args.crops,
         "image_size": "1024x768",
         "compile": args.compile,
+        "dgiqa": __version__,
+        "matmul_gflops": peaks,
+        "max_score_drift": drift,
         "rounds": args.rounds,
         "sequential": sequential,
         "batch": batched,
         "ratio": batched["images_per_s"] / sequential["images_per_s"],
     }
     print(f"device: {name}, depth {args.depth_model}, {args.crops} crops, 1024x768 JPEGs")
-    print(f"{'flow':<12}{'images':>8}{'images/s':>11}{'GPU peak MiB':>15}{'host RSS MiB':>15}")
+    if peaks:
+        print("matmul GFLOP/s (2048^3, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    print(f"{'flow':<12}{'images':>8}{'images/s':>11}{'GPU peak MiB':>15}{'host RSS MiB':>15}{'% of peak':>11}")
     for label, row in (("sequential", sequential), ("batch", batched)):
         gpu = f"{row['gpu_peak_mib']:.0f}" if row["gpu_peak_mib"] is not None else "-"
-        print(f"{label:<12}{row['images']:>8}{row['images_per_s']:>11.2f}{gpu:>15}{row['host_rss_peak_mib']:>15.0f}")
+        share = f"{100 * row['share_of_matmul_peak']:.0f}%" if "share_of_matmul_peak" in row else "-"
+        print(
+            f"{label:<12}{row['images']:>8}{row['images_per_s']:>11.2f}{gpu:>15}"
+            f"{row['host_rss_peak_mib']:>15.0f}{share:>11}"
+        )
+    drift_text = f"{drift:.2g}" if drift is not None else "-"
     print(
-        f"ratio (batch / sequential): {report['ratio']:.2f}x   "
-        f"[batch: {batched['precision']}, batch size {batched['batch_size']}, {batched['workers']} workers]"
+        f"ratio (batch / sequential): {report['ratio']:.2f}x   max score drift: {drift_text}   "
+        f"[batch: {batched['backend']} {batched['precision']}, batch size {batched['batch_size']}, "
+        f"{batched['workers']} workers]"
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

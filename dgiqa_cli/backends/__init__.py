@@ -1,0 +1,99 @@
+"""Where the networks run: PyTorch, or OpenVINO on the CPU (the fast path).
+
+    network = accelerate(module, "dgiqa", precision="fp32", weights_sha256=sha)
+    scores = network(rgb, depth)            # same call as the module, torch tensors in and out
+
+``pick_backend("auto", device)`` chooses OpenVINO on a CPU that it supports
+and PyTorch on CUDA / MPS. Whatever goes wrong on the way (OpenVINO missing or
+broken, a CPU without the asked precision, a network that does not convert),
+:func:`accelerate` logs one warning and hands back the PyTorch module, so a
+run never fails for the sake of speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import nn
+
+from .openvino_runtime import (
+    BackendUnavailable,
+    OpenVINONetwork,
+    default_cache_dir,
+    openvino_network,
+    openvino_problem,
+    supports_precision,
+)
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "OpenVINONetwork",
+    "accelerate",
+    "default_cache_dir",
+    "pick_backend",
+    "supports_precision",
+]
+
+log = logging.getLogger("dgiqa")
+
+BACKENDS = ("auto", "torch", "openvino")
+_warned: set[str] = set()
+
+
+def warn_once(message: str, *args) -> None:
+    """One warning per distinct message in a process (a broken install would otherwise warn per network)."""
+    text = message % args if args else message
+    if text not in _warned:
+        _warned.add(text)
+        log.warning(text)
+
+
+def pick_backend(name: str, device: torch.device | str) -> str:
+    """``torch`` or ``openvino``. ``auto``: OpenVINO on the CPU when it is installed and runs here, PyTorch on
+    CUDA / MPS. ``openvino`` on a GPU device, or where OpenVINO cannot run, is ``torch`` with one warning."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    device = torch.device(device)
+    if name == "torch":
+        return "torch"
+    if device.type != "cpu":
+        if name == "openvino":
+            warn_once("--backend openvino runs on the CPU only; the %s device keeps PyTorch", device.type)
+        return "torch"
+    problem = openvino_problem()
+    if problem:
+        warn_once("%s: running with PyTorch (slower on the CPU)", problem)
+        return "torch"
+    return "openvino"
+
+
+def accelerate(
+    module: nn.Module,
+    arch: str,
+    *,
+    precision: str,
+    weights_sha256: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+):
+    """``module`` compiled by OpenVINO for the CPU, callable like ``module``; ``module`` itself on failure.
+
+    ``arch``: ``dgiqa``, ``life-iqa`` or ``depth-anything-vits/vitb/vitl``. ``precision``: ``fp32``
+    (scores within 1e-4 of PyTorch fp32) or ``bf16`` (fast; CPUs with native bf16 only).
+    ``weights_sha256``: the digest of the weights file, the cache key (default: a digest of the
+    module's state dict, slower). ``cache_dir``: default :func:`default_cache_dir`. ``threads``:
+    OpenVINO's inference threads (default: every core)."""
+    try:
+        return openvino_network(
+            module, arch, precision=precision, weights_sha256=weights_sha256, cache_dir=cache_dir, threads=threads
+        )
+    except BackendUnavailable as exc:  # the same words as pick_backend's, so a broken install warns once
+        warn_once("%s: running with PyTorch (slower on the CPU)", exc)
+        return module
+    except Exception as exc:  # noqa: BLE001 - any failure here means "keep PyTorch", by design
+        log.debug("OpenVINO could not take %s", arch, exc_info=True)
+        warn_once("OpenVINO could not run %s (%s: %s): running it with PyTorch", arch, type(exc).__name__, exc)
+        return module

@@ -1,0 +1,285 @@
+"""Our networks through OpenVINO on the CPU: converted once, cached on disk, compiled per process.
+
+Cache layout (``default_cache_dir()``: ``$DGIQA_CACHE`` or the per-user cache
+folder, ``.../dgiqa/openvino``)::
+
+    <cache>/ir/<key>/model.xml, model.bin   the converted graph (fp32 weights, dynamic shapes)
+    <cache>/ir/<key>/entry.json             what the key was made of + the sha256 of both files
+
+``key`` is a digest of the architecture, the weights' sha256, the graph's
+input spec (names and dynamic dimensions), the OpenVINO version, the dgiqa
+version and the cache format. The IR holds fp32 weights whatever precision runs
+it: the precision is chosen when compiling (``INFERENCE_PRECISION_HINT``), so
+fp32 and bf16 share one entry. Entries are written to a temporary folder and
+moved into place in one ``os.replace``; on reading, both files are checked
+against the recorded digests, and an entry that fails (truncated, edited,
+half-written by a crash) is deleted and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from .graphs import NetworkGraph, network_graph
+
+log = logging.getLogger("dgiqa")
+
+CACHE_ENV = "DGIQA_CACHE"
+CACHE_FORMAT = 1
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "fp32": "FP32"}
+
+
+class BackendUnavailable(RuntimeError):
+    """OpenVINO cannot run this network here; the caller keeps PyTorch."""
+
+
+def default_cache_dir() -> Path:
+    """``$DGIQA_CACHE`` if set, else the per-user cache folder (``platformdirs``) + ``openvino``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dgiqa")) / "openvino"
+
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def core():
+    """One ``openvino.Core`` per process (it owns the CPU plugin and its thread pools)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino
+
+            _core = openvino.Core()
+        return _core
+
+
+def openvino_problem() -> str | None:
+    """Why OpenVINO cannot run on this machine's CPU, or None when it can."""
+    try:
+        devices = core().available_devices
+    except Exception as exc:  # missing, half-installed, or an incompatible wheel
+        return f"OpenVINO is not usable ({type(exc).__name__}: {exc})"
+    if "CPU" not in devices:
+        return "OpenVINO has no CPU plugin for this processor"
+    return None
+
+
+def cpu_capabilities() -> set[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU, e.g. ``{"FP32", "BF16", "INT8"}``."""
+    return set(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def supports_precision(precision: str) -> bool:
+    """Whether the CPU runs ``precision`` natively (bf16: AVX-512 BF16 or AMX; fp16: AVX-512 FP16)."""
+    return precision in OV_PRECISIONS and _CAPABILITY[precision] in cpu_capabilities()
+
+
+def openvino_version() -> str:
+    import openvino
+
+    return openvino.get_version()
+
+
+def state_digest(module: nn.Module) -> str:
+    """A sha256 of a module's state dict (names, shapes, bytes), for weights without a file digest."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype};".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def entry_fields(graph: NetworkGraph, weights_sha256: str) -> dict:
+    """What a cached IR depends on; the cache key is a digest of exactly this."""
+    return {
+        "format": CACHE_FORMAT,
+        "arch": graph.arch,
+        "weights_sha256": weights_sha256,
+        "inputs": graph.spec,
+        "openvino": openvino_version(),
+        "dgiqa": __version__,
+    }
+
+
+def entry_key(fields: dict) -> str:
+    blob = json.dumps(fields, sort_keys=True).encode()
+    return f"{fields['arch']}-{hashlib.sha256(blob).hexdigest()[:24]}"
+
+
+def convert(graph: NetworkGraph):
+    """``openvino.convert_model`` on the traced graph, inputs named and their dynamic dimensions declared."""
+    import openvino
+
+    shapes = [openvino.PartialShape([-1 if d is None else d for d in i.shape]) for i in graph.inputs]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: the graph is checked by tests
+        model = openvino.convert_model(graph.module, example_input=graph.examples(), input=shapes)
+    for port, spec in zip(model.inputs, graph.inputs, strict=True):
+        port.get_tensor().set_names({spec.name})
+    model.outputs[0].get_tensor().set_names({graph.output})
+    return model
+
+
+def check_conversion(graph: NetworkGraph, model, tolerance: float = 1e-4) -> None:
+    """Raise when the converted ``model`` disagrees with PyTorch on inputs of another shape than the traced
+    ones (a tracer that froze a shape or a value into a constant converts "successfully" into a wrong graph)."""
+    inputs = graph.checks()
+    with torch.inference_mode():
+        expected = graph.module(*inputs).float().numpy()
+    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.asarray(compiled([x.numpy() for x in inputs])[0])
+    if got.shape != expected.shape:
+        raise ValueError(f"the converted {graph.arch} gives shape {got.shape} where PyTorch gives {expected.shape}")
+    error = float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max()))
+    if not error <= tolerance:
+        raise ValueError(f"the converted {graph.arch} is off PyTorch by {error:.2g} (more than {tolerance:g})")
+
+
+def _read_verified(folder: Path, fields: dict):
+    """The cached model in ``folder`` if its entry matches ``fields`` and its files their digests; else None."""
+    try:
+        entry = json.loads((folder / "entry.json").read_text())
+        if entry.get("fields") != fields:
+            return None
+        for name, expected in entry["files"].items():
+            if file_sha256(folder / name) != expected:
+                return None
+        return core().read_model(str(folder / "model.xml"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
+        return None
+
+
+def _write_entry(root: Path, folder: Path, model, fields: dict) -> None:
+    """Save ``model`` as ``folder`` atomically: a temporary folder beside it, then one ``os.replace``."""
+    import openvino
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        openvino.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
+        files = {name: file_sha256(staging / name) for name in ("model.xml", "model.bin")}
+        (staging / "entry.json").write_text(json.dumps({"fields": fields, "files": files}, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process finished the same entry first: keep theirs
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_or_convert(graph: NetworkGraph, weights_sha256: str, cache_dir: Path | None = None):
+    """The OpenVINO model for ``graph``: from the disk cache when a verified entry exists, else converted
+    (and cached). Returns ``(model, source)`` with source ``"cache"`` or ``"converted"``."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fields = entry_fields(graph, weights_sha256)
+    folder = root / "ir" / entry_key(fields)
+    if folder.exists():
+        model = _read_verified(folder, fields)
+        if model is not None:
+            return model, "cache"
+        log.info("OpenVINO cache entry %s failed its check: rebuilding it", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    model = convert(graph)
+    check_conversion(graph, model)
+    log.info("converted %s for OpenVINO in %.1f s", graph.arch, time.perf_counter() - started)
+    try:
+        _write_entry(root / "ir", folder, model, fields)
+    except OSError as exc:  # a read-only or full disk costs the next start its speed, not this run
+        log.info("could not cache the converted %s in %s: %s", graph.arch, root, exc)
+    return model, "converted"
+
+
+def compile_config(precision: str, threads: int | None = None) -> dict:
+    """CPU plugin settings: the precision set explicitly (OpenVINO defaults to bf16 on CPUs that have it,
+    which would break fp32's promise), one stream for latency, all cores unless ``threads`` is given."""
+    config = {"INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to("cpu", torch.float32).contiguous().numpy()
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+class OpenVINONetwork:
+    """Runs a network through a compiled OpenVINO model with the PyTorch module's call signature.
+
+    Tensors in, float32 CPU tensors out. ``return_attention=True`` (``dgiqa explain``) and any other
+    keyword go to the wrapped PyTorch ``module``: the compiled graph returns scores only."""
+
+    backend = "openvino"
+
+    def __init__(self, module: nn.Module, graph: NetworkGraph, compiled, precision: str, source: str):
+        self.module, self.graph, self.compiled = module, graph, compiled
+        self.arch, self.precision, self.source = graph.arch, precision, source
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: one call at a time
+
+    def __call__(self, *inputs, return_attention: bool = False, **kwargs):
+        if return_attention or kwargs:
+            return self.module(*inputs, return_attention=return_attention, **kwargs)
+        if len(inputs) != len(self.graph.inputs):
+            raise TypeError(f"{self.arch} takes {len(self.graph.inputs)} tensors, got {len(inputs)}")
+        arrays = [_as_array(x) for x in inputs]
+        with self._lock:
+            result = self._request.infer(arrays, share_inputs=True, share_outputs=False)
+        return torch.from_numpy(np.asarray(result[0]))
+
+    def __repr__(self) -> str:
+        return f"OpenVINONetwork({self.arch}, {self.precision}, from {self.source})"
+
+
+def openvino_network(
+    module: nn.Module,
+    arch: str,
+    *,
+    precision: str,
+    weights_sha256: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> OpenVINONetwork:
+    """Convert (or load from the cache) and compile ``module``; raises :class:`BackendUnavailable`."""
+    problem = openvino_problem()
+    if problem:
+        raise BackendUnavailable(problem)
+    if precision not in OV_PRECISIONS:
+        raise BackendUnavailable(f"precision {precision!r} has no OpenVINO CPU equivalent")
+    if precision != "fp32" and not supports_precision(precision):
+        raise BackendUnavailable(f"this CPU has no native {precision} (OpenVINO capabilities: {cpu_capabilities()})")
+    graph = network_graph(module.eval(), arch)
+    model, source = load_or_convert(graph, weights_sha256 or state_digest(module), cache_dir)
+    compiled = core().compile_model(model, "CPU", compile_config(precision, threads))
+    return OpenVINONetwork(module, graph, compiled, precision, source)
