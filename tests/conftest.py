@@ -8,14 +8,25 @@ in a ``.pth`` file.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from dgiqa_cli.standin import seeded_state
+
+# The reference implementation (PyTorch) scores unless a test asks for OpenVINO (tests/test_backends.py,
+# tests/test_openvino_cli.py); DGIQA_BACKEND=openvino runs the whole suite on the fast path instead.
+os.environ.setdefault("DGIQA_BACKEND", "torch")
+# Compiled networks and downloads go to a scratch cache, never the user's (subprocesses inherit it).
+if "DGIQA_CACHE" not in os.environ:
+    os.environ["DGIQA_CACHE"] = tempfile.mkdtemp(prefix="dgiqa-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DGIQA_CACHE"], ignore_errors=True)  # compiled networks: ~0.5 GB
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PICTURES = ("synthetic_480x640.png", "synthetic_600x400.png")

@@ -252,7 +252,7 @@ def test_broken_openvino_install_falls_back(tmp_path):
 
 def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DGIQA_CACHE", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c" / "openvino"
     monkeypatch.delenv("DGIQA_CACHE")
     assert default_cache_dir().parts[-2:] == ("dgiqa", "openvino")
 

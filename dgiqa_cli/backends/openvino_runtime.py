@@ -50,9 +50,9 @@ class BackendUnavailable(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    """``$DGIQA_CACHE`` if set, else the per-user cache folder (``platformdirs``) + ``openvino``."""
+    """``openvino`` in dgiqa's cache: ``$DGIQA_CACHE`` if set, else the per-user cache folder (``platformdirs``)."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+        return Path(os.environ[CACHE_ENV]).expanduser() / "openvino"
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("dgiqa")) / "openvino"

@@ -20,6 +20,7 @@ from .common import (
     EXIT_OUTPUT,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    BackendOpt,
     CropMode,
     CropModeOpt,
     CropsOpt,
@@ -172,6 +173,7 @@ def batch(
     seed: SeedOpt = 42,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
+    backend: BackendOpt = None,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
     quiet: QuietOpt = False,
 ) -> None:

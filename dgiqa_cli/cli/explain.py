@@ -21,6 +21,7 @@ from .common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    BackendOpt,
     CropMode,
     CropModeOpt,
     CropsOpt,
@@ -168,6 +169,7 @@ def explain(
     seed: SeedOpt = 42,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
+    backend: BackendOpt = None,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
     quiet: QuietOpt = False,
 ) -> None:

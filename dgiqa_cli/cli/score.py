@@ -18,6 +18,7 @@ from .common import (
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_USAGE,
+    BackendOpt,
     CropMode,
     CropModeOpt,
     CropsOpt,
@@ -54,6 +55,7 @@ def score(
     seed: SeedOpt = 42,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
+    backend: BackendOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list of results, and nothing else, on stdout.")
     ] = False,
