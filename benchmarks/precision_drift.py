@@ -53,7 +53,7 @@ def main(argv=None) -> int:
             crops=args.crops,
             device=args.device,
         )
-        reference = scores(Scorer(args.weights or weights, precision="fp32", **common), paths)
+        reference = scores(Scorer(args.weights or weights, precision="fp32", backend="torch", **common), paths)
         half = scores(Scorer(args.weights or weights, precision=args.precision, **common), paths)
     diff = np.abs(half - reference)
     print(

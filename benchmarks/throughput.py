@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -180,41 +181,11 @@ def _timed(work) -> float:
     return time.perf_counter() - started
 
 
-def make_batch_scorer(dgiqa_weights, depth_weights, args, common) -> tuple[Scorer, dict]:
-    """The batch flow's Scorer on ``--backend`` / ``--precision``; the networks swapped for their OpenVINO
-    form when that backend runs (what ``Scorer(backend=...)`` does once it exists). Returns its start times."""
-    import inspect
-
+def make_batch_scorer(dgiqa_weights, args, common) -> tuple[Scorer, dict]:
+    """The batch flow's Scorer on ``--backend`` / ``--precision``; returns it and its start time."""
     started = time.perf_counter()
-    if "backend" in inspect.signature(Scorer).parameters:
-        scorer = Scorer(dgiqa_weights, precision=args.precision, backend=args.backend, **common)
-        return scorer, {"load_s": time.perf_counter() - started, "backend": getattr(scorer, "backend", args.backend)}
-    scorer = Scorer(dgiqa_weights, precision=args.precision, **common)
-    info = {"load_s": time.perf_counter() - started, "backend": "torch"}
-    if scorer.device.type == "cpu":
-        from dgiqa_cli.backends import OpenVINONetwork, accelerate, pick_backend
-        from dgiqa_cli.hub import sha256_of
-
-        if pick_backend(args.backend, scorer.device) == "openvino":
-            started = time.perf_counter()
-            for attr, arch, path in (
-                ("model", scorer.arch, dgiqa_weights),
-                ("depth", f"depth-anything-{args.depth_model}", depth_weights),
-            ):
-                network = accelerate(
-                    getattr(scorer, attr),
-                    arch,
-                    precision=scorer.precision,
-                    weights_sha256=sha256_of(path),
-                    cache_dir=args.cache_dir,
-                    threads=args.threads,
-                )
-                setattr(scorer, attr, network)
-                if isinstance(network, OpenVINONetwork):
-                    info["backend"] = "openvino"
-                    info[f"{attr}_from"] = network.source
-            info["accelerate_s"] = time.perf_counter() - started
-    return scorer, info
+    scorer = Scorer(dgiqa_weights, precision=args.precision, backend=args.backend, **common)
+    return scorer, {"load_s": time.perf_counter() - started, "backend": scorer.backend}
 
 
 def main(argv=None) -> int:
@@ -234,11 +205,17 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile in the batch run")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"], help="batch flow's backend")
     parser.add_argument("--precision", default="auto", help="batch flow's precision (fp32 = exact, bf16 = fast)")
-    parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads (default: all cores)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="OpenVINO cache (default: the user cache)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="dgiqa's cache, compiled networks included (default: $DGIQA_CACHE, else the user cache)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="times each flow runs, alternating (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.cache_dir is not None:
+        os.environ["DGIQA_CACHE"] = str(args.cache_dir)
 
     with tempfile.TemporaryDirectory(prefix="dgiqa-bench-") as tmp:
         folder = Path(tmp)
@@ -247,9 +224,9 @@ def main(argv=None) -> int:
         dgiqa_weights, depth_weights = standin_weights(folder, args.depth_model)
         common = dict(depth_model=args.depth_model, depth_weights=depth_weights, crops=args.crops, device=args.device)
 
-        sequential_scorer = Scorer(dgiqa_weights, precision="fp32", **common)
+        sequential_scorer = Scorer(dgiqa_weights, precision="fp32", backend="torch", **common)  # the authors' flow
         device = sequential_scorer.device
-        batch_scorer, start = make_batch_scorer(dgiqa_weights, depth_weights, args, common)
+        batch_scorer, start = make_batch_scorer(dgiqa_weights, args, common)
         print(f"batch flow: {start}", file=sys.stderr)
         if args.compile:
             batch_scorer.compile()

@@ -6,7 +6,7 @@ results = Scorer().score_many(["a.jpg", "b.png"])
 rgb = load_image("photo.jpg")              # the (H, W, 3) uint8 pixels the models see, or ImageError
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["ImageError", "Scorer", "ScoreResult", "list_models", "load_image", "__version__"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from .graphs import NetworkGraph, network_graph
 from .openvino_runtime import state_digest
 

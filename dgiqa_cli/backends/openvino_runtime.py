@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from .graphs import NetworkGraph, network_graph
 
 log = logging.getLogger("dgiqa")

@@ -33,8 +33,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .. import __version__
 from ..names import printable
+from ..version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WEIGHTS = 0, 1, 2, 3
 EXIT_OUTPUT, EXIT_BUSY = 74, 75  # sysexits' EX_IOERR and EX_TEMPFAIL

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..models import ARCHITECTURES, DEPTH_ENCODERS, checkpoint_filter, detect_architecture
+from ..version import __version__
 from .errors import UnknownWeightsError, WeightsError, WrongKindError
 from .files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
 from .hubformat import (
