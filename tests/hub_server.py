@@ -334,7 +334,8 @@ class FileServer:
     ``GET /{path}`` answers with ``ROOT/{path}``; ``fault(path, kind)`` breaks one path the ways
     downloads break: ``"500"`` (a server error), ``"garbage"`` (200 with an HTML error page),
     ``"truncated"`` (``Content-Length`` of the whole file, half the body, then the connection
-    closes), ``"slow"`` (the file, after a second). Every request is logged in ``requests`` as ``(method, path)``.
+    closes), ``"slow"`` (the file, after a second), ``"stall"`` (the file, after five seconds).
+    Every request is logged in ``requests`` as ``(method, path)``.
     """
 
     def __init__(self, root: Path):
@@ -412,6 +413,8 @@ class _FileHandler(BaseHTTPRequestHandler):
                 return self._reply(500, b"internal error", head)
             if fault == "slow":  # a big file on a slow line: the answer starts after a second
                 time.sleep(1.0)
+            if fault == "stall":  # connected, then nothing for a long while
+                time.sleep(5.0)
             if fault == "garbage":
                 return self._reply(200, b"<!DOCTYPE html><html><body>Too many requests</body></html>", head)
             if not path or ".." in path.split("/") or not target.is_file():

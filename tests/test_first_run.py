@@ -192,6 +192,19 @@ def test_a_broken_download_is_one_line_and_leaves_nothing(env, release, hub, fau
     assert resolve_weights("dgiqa-koniq").path.read_bytes() == SMALL
 
 
+def test_a_stalled_host_times_out_and_a_killed_download_leaves_nothing(env, release, monkeypatch):
+    cache = env / "dgiqa-cache" / "weights" / "dgiqa-koniq"
+    cache.mkdir(parents=True)
+    (cache / ".DGIQA_Koniq10k.pth.k1ll3d.part").write_bytes(b"half of a download killed with SIGKILL")
+    monkeypatch.setenv("DGIQA_DOWNLOAD_TIMEOUT", "0.5")
+    release.fault(ARCHIVE, "stall")
+    started = time.perf_counter()
+    with pytest.raises(WeightsError, match=r"no answer within the time allowed \(DGIQA_DOWNLOAD_TIMEOUT=0.5 s"):
+        resolve_weights("dgiqa-koniq")
+    assert time.perf_counter() - started < 4
+    assert cache_files(env) == []  # the stale temporary file of the killed download is gone too
+
+
 def test_offline_with_empty_caches_fails_at_once_without_a_request(env, release, hub, photo, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()

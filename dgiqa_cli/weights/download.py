@@ -132,7 +132,7 @@ def download(
     )
 
     where = f"{location.repo}/{location.filename}" + (f"@{location.revision}" if location.revision else "")
-    hint = f"\n{how_to_get}" if how_to_get else ""
+    hint = f" {how_to_get}" if how_to_get else ""  # one line: logs and grep keep the whole message
     if force and (hub_offline() or local_only):
         raise WeightsError(f"{where}: cannot download again while offline mode is on (HF_HUB_OFFLINE)")
     sync_hub_offline()

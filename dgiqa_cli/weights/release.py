@@ -16,8 +16,8 @@ download's hash is recorded and every later use checks the file against it.
 
 Environment, read at call time: ``DGIQA_CACHE``; ``DGIQA_MIRROR`` (a base URL that
 replaces the release link: ``$DGIQA_MIRROR/<archive or file name>``);
-``DGIQA_DOWNLOAD_TIMEOUT`` (seconds to wait for a connection or for data, default
-10); ``HF_HUB_OFFLINE`` (no request at all; only cached files are used). The HTTP
+``DGIQA_DOWNLOAD_TIMEOUT`` (seconds to wait for a connection, default 10; data
+may pause three times as long); ``HF_HUB_OFFLINE`` (no request at all; only cached files are used). The HTTP
 transfer is pooch's ``HTTPDownloader`` (requests underneath, no retries).
 """
 
@@ -233,9 +233,19 @@ def fetch_release(
             found = cached_record(entry, source)
             if found is not None:
                 return verify_cached(entry, source, *found)
+        _remove_stale_temporaries(entry, source)
         return _download(entry, source)
     finally:
         lock.release()
+
+
+def _remove_stale_temporaries(entry: RegistryEntry, source: Source) -> None:
+    """Temporary files of a download that was killed (this process holds the lock: none is in progress)."""
+    path = release_path(entry, source)
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{path.name}.*"):
+            if stale.suffix in (".part", ".member", ".tmp"):
+                stale.unlink(missing_ok=True)
 
 
 def verify_cached(entry: RegistryEntry, source: Source, path: Path, record: dict) -> ReleaseFile:
@@ -323,7 +333,7 @@ def _transfer(entry: RegistryEntry, source: Source, url: str, target: Path) -> N
     downloader = pooch.HTTPDownloader(
         progressbar=bar or False,
         chunk_size=_CHUNK,
-        timeout=(timeout, timeout),
+        timeout=(timeout, 3 * timeout),
         headers={"User-Agent": f"dgiqa/{_version()}"},
     )
     try:
@@ -333,7 +343,8 @@ def _transfer(entry: RegistryEntry, source: Source, url: str, target: Path) -> N
         response = exc.response
         reason = f"HTTP {response.status_code} {response.reason}" if response is not None else str(exc)
     except requests.exceptions.Timeout:
-        reason = f"no answer within {timeout:g} s ({ENV_TIMEOUT})"
+        allowed = f"{ENV_TIMEOUT}={timeout:g} s to connect, {3 * timeout:g} s for data"
+        reason = f"no answer within the time allowed ({allowed})"
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
         got = target.stat().st_size if target.exists() else 0
         reason = f"the connection broke off after {got} bytes (a truncated download)"
@@ -424,7 +435,7 @@ def _sha256_file(path: Path) -> str:
 def by_hand(entry: RegistryEntry, source: Source) -> str:
     option = "--depth-weights" if entry.kind == "depth" else "--weights"
     page = entry.source or source.url
-    return f"download {source.filename} by hand ({page}) and pass {option} /path/to/{source.filename}"
+    return f"download {source.filename} by hand (see {page}) and pass {option} /path/to/{source.filename}"
 
 
 def _what_to_do(entry: RegistryEntry, source: Source, url: str) -> str:
