@@ -18,6 +18,10 @@ On disk: ``ROOT/{owner}/{repo}/repo.json`` (visibility, refs) and
 ``ROOT/{owner}/{repo}/commits/{sha}/...`` (a full copy of the tree per commit).
 Every request is logged in ``server.requests`` as ``(method, path)``. HTTP/1.0,
 one request per connection: once ``stop()`` returns, nothing answers.
+
+``FileServer`` is the same for plain files: a release host or a mirror
+(``DGIQA_MIRROR``), with faults on demand (a server error, an error page, a
+truncated transfer, a slow answer).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import hashlib
 import json
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -321,3 +326,117 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(400, None, f"unsupported commit operation {item['key']!r}")
         sha = self.hub.commit(repo, files, revision, header.get("summary", ""))
         self._json(200, {"commitUrl": f"{self.hub.url}/{repo}/commit/{sha}", "commitOid": sha, "success": True})
+
+
+class FileServer:
+    """Plain files over HTTP on 127.0.0.1, as a release host or a mirror serves them (``DGIQA_MIRROR``).
+
+    ``GET /{path}`` answers with ``ROOT/{path}``; ``fault(path, kind)`` breaks one path the ways
+    downloads break: ``"500"`` (a server error), ``"garbage"`` (200 with an HTML error page),
+    ``"truncated"`` (``Content-Length`` of the whole file, half the body, then the connection
+    closes), ``"slow"`` (the file, after a second), ``"stall"`` (the file, after five seconds).
+    Every request is logged in ``requests`` as ``(method, path)``.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.requests: list[tuple[str, str]] = []
+        self.faults: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fault(self, path: str, kind: str | None) -> None:
+        if kind is None:
+            self.faults.pop(path.strip("/"), None)
+        else:
+            self.faults[path.strip("/")] = kind
+
+    def start(self) -> FileServer:
+        server = self
+
+        class Handler(_FileHandler):
+            files = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="file-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join()
+            self._httpd = None
+
+    def __enter__(self) -> FileServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def gets(self, fragment: str = "") -> list[str]:
+        with self._lock:
+            return [p for m, p in self.requests if m == "GET" and fragment in p]
+
+
+class _FileHandler(BaseHTTPRequestHandler):
+    files: FileServer
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_HEAD(self):
+        self._serve(head=True)
+
+    def do_GET(self):
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        path = unquote(urlsplit(self.path).path).strip("/")
+        with self.files._lock:
+            self.files.requests.append(("HEAD" if head else "GET", "/" + path))
+        fault = self.files.faults.get(path)
+        target = self.files.root / path
+        try:
+            if fault == "500":
+                return self._reply(500, b"internal error", head)
+            if fault == "slow":  # a big file on a slow line: the answer starts after a second
+                time.sleep(1.0)
+            if fault == "stall":  # connected, then nothing for a long while
+                time.sleep(5.0)
+            if fault == "garbage":
+                return self._reply(200, b"<!DOCTYPE html><html><body>Too many requests</body></html>", head)
+            if not path or ".." in path.split("/") or not target.is_file():
+                return self._reply(404, b"not found", head)
+            data = target.read_bytes()
+            if fault == "truncated":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                self.close_connection = True
+                return None
+            return self._reply(200, data, head)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+    def _reply(self, status: int, body: bytes, head: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "application/octet-stream" if status == 200 else "text/plain")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)

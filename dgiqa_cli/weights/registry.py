@@ -35,6 +35,43 @@ class RegistryError(Exception):
 
 
 @dataclass(frozen=True)
+class Source:
+    """One place an entry's weights can be downloaded from; an entry's sources are tried in order.
+
+    ``type``: ``hub`` (the entry's ``repo``/``filename``, requested only when the entry is
+    ``published``) or ``url`` (a release link, e.g. the authors' Dropbox folder). A ``url``
+    source may serve an ``archive`` (``zip`` or ``tar``, any compression) holding ``member``;
+    ``archive_name`` is the archive's file name under a mirror (``$DGIQA_MIRROR/<archive_name>``).
+    ``sha256``: of the file itself (the member), when known; when not, the first download's hash
+    is recorded in the cache and checked on every later use.
+    """
+
+    type: str
+    url: str = ""
+    archive: str = ""
+    member: str = ""
+    archive_name: str = ""
+    sha256: str | None = None
+
+    @property
+    def filename(self) -> str:
+        """The file this source yields: the archive member, else the last part of the URL's path."""
+        if self.member:
+            return self.member
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1]) or "weights"
+
+    @property
+    def mirror_name(self) -> str:
+        """What a mirror serves for this source: the archive's name, else the file's."""
+        return self.archive_name or (self.filename if not self.archive else "")
+
+
+HUB_SOURCE = Source("hub")
+
+
+@dataclass(frozen=True)
 class RegistryEntry:
     """One named checkpoint: a scoring model (``kind='model'``) or a depth model (``kind='depth'``)."""
 
@@ -63,10 +100,23 @@ class RegistryEntry:
     # Where the entry comes from: "packaged", "local" (imported), "config" (a config.json on the Hub or on disk).
     origin: str = "packaged"
     path: str = ""  # for local entries: the folder holding ``filename`` and config.json
+    # Where the weights can be downloaded from, in order (default: the Hub copy, when there is a repo).
+    sources: tuple[Source, ...] = ()
 
     @property
     def hub_uri(self) -> str:
         return f"hf://{self.repo}/{self.filename}" if self.repo else ""
+
+    @property
+    def download_sources(self) -> tuple[Source, ...]:
+        """The sources to try, in order: the registry's, else the Hub copy (when the entry has a repo)."""
+        if self.sources:
+            return self.sources
+        return (HUB_SOURCE,) if self.repo else ()
+
+    @property
+    def release_sources(self) -> tuple[Source, ...]:
+        return tuple(source for source in self.download_sources if source.type == "url")
 
     @property
     def local_file(self) -> Path | None:
@@ -83,7 +133,20 @@ def entry_from_dict(name: str, kind: str, raw: dict, origin: str) -> RegistryEnt
         values["score_range"] = tuple(values["score_range"]) if values["score_range"] else (None, None)
     values.setdefault("repo", "")
     values.setdefault("filename", "model.safetensors")
+    values["sources"] = tuple(_source(name, raw) for raw in values.get("sources") or ())
     return RegistryEntry(name=name, kind=kind, origin=origin, **values)
+
+
+def _source(name: str, raw) -> Source:
+    if isinstance(raw, str):  # "hub" alone
+        raw = {"type": raw}
+    known = {f.name for f in fields(Source)}
+    source = Source(**{k: v for k, v in raw.items() if k in known})
+    if source.type not in ("hub", "url") or (source.type == "url" and not source.url):
+        raise ValueError(f"registry entry {name!r}: a source is 'hub' or {{'type': 'url', 'url': ...}}, not {raw!r}")
+    if source.archive and not source.member:
+        raise ValueError(f"registry entry {name!r}: an archive source must name its 'member'")
+    return source
 
 
 def entry_to_dict(entry: RegistryEntry) -> dict:
@@ -92,6 +155,7 @@ def entry_to_dict(entry: RegistryEntry) -> dict:
     for key in ("name", "kind", "origin"):
         raw.pop(key)
     raw["score_range"] = list(entry.score_range)
+    raw["sources"] = [asdict(source) for source in entry.sources]
     return raw
 
 

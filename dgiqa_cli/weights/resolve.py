@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .download import HubLocation, download, how_to_get, parse_hf_uri
+from .download import HubLocation, download, fetch_entry, parse_hf_uri
 from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
 from .files import ResolvedWeights
 from .hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, WEIGHT_SUFFIXES, entry_from_config, read_config
@@ -23,18 +23,21 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def resolve_weights(spec: str | os.PathLike, kind: str = "model", *, local_only: bool = False) -> ResolvedWeights:
-    """Turn a weights spec into a local file, downloading through the Hub cache when needed.
+    """Turn a weights spec into a local file, downloading it on first use.
 
     Order: the packaged registry, the local (imported) registry, ``hf://``, then
-    the file system. ``local_only``: find Hub files in the cache only, never download.
+    the file system. A packaged name comes from the first of its sources already on
+    this machine (no request), else from the first that downloads: the Hub (when
+    published, into the Hugging Face cache) or a release link (into the dgiqa cache).
+    ``local_only``: use cached files only, never download.
     """
     spec_str = str(spec)
     packaged = packaged_entries(kind)
     if spec_str in packaged:
-        entry = packaged[spec_str]
-        location = HubLocation(entry.repo, entry.filename, entry.revision)
-        path = download(location, how_to_get(entry), local_only=local_only)
-        return ResolvedWeights(path, spec_str, entry, entry.sha256)
+        fetched = fetch_entry(packaged[spec_str], local_only=local_only)
+        # A release file was hashed and checked just now: loading need not read it twice (the card keeps the hash).
+        expected = None if fetched.source.type == "url" else fetched.sha256
+        return ResolvedWeights(fetched.path, spec_str, fetched.card, expected)
     local = _local_entries(kind)
     if spec_str in local:
         return resolve_local_entry(local[spec_str])
