@@ -28,6 +28,10 @@ if "DGIQA_CACHE" not in os.environ:
     os.environ["DGIQA_CACHE"] = tempfile.mkdtemp(prefix="dgiqa-test-cache-")
     atexit.register(shutil.rmtree, os.environ["DGIQA_CACHE"], ignore_errors=True)  # compiled networks: ~0.5 GB
 
+# The authors' release links (Dropbox) are never requested from a test: a closed local port stands in
+# for the host, and tests that download serve the archive themselves (tests/test_first_run.py).
+os.environ.setdefault("DGIQA_MIRROR", "http://127.0.0.1:9")
+
 FIXTURES = Path(__file__).parent / "fixtures"
 PICTURES = ("synthetic_480x640.png", "synthetic_600x400.png")
 

@@ -70,8 +70,8 @@ def test_download_once_then_cache_hit_stopped_server_and_offline(hub, weights_di
     assert second.exit_code == 0, second.stderr
     assert json.loads(second.stdout)[0] | {"status": None} == row | {"status": None}
     assert json.loads(second.stdout)[0]["status"] == "cached"
-    # the second call asked whether the file changed (HEAD) and downloaded nothing (no second GET)
-    assert len(hub.requests_for("HEAD", f"/resolve/main/{VITS_FILE}")) == 2
+    # the second call found the registry's file in the cache and sent no request at all (no HEAD, no GET)
+    assert len(hub.requests_for("HEAD", f"/resolve/main/{VITS_FILE}")) == 1
     assert len(hub.requests_for("GET", f"/resolve/main/{VITS_FILE}")) == 1
 
     hub.stop()
@@ -131,12 +131,15 @@ def test_missing_repository_file_or_revision_are_clear_errors(hub):
         assert result.exit_code == 3
         assert squash(message) in squash(result.stderr), result.stderr
 
-    # a registry entry whose Hub copy does not exist says where the authors publish the file
+    # a registry entry whose Hub copy does not exist is fetched from the authors' release (here: a mirror that
+    # cannot be reached), never from the Hub; the error says where the authors publish the file
+    before = len(hub.requests)
     result = weights("download", "dgiqa-koniq")
     assert result.exit_code == 3
-    assert squash("'dgiqa-koniq' is not on the Hugging Face Hub yet. Download DGIQA_Koniq10k.pth") in squash(
-        result.stderr
-    )
+    text = squash(result.stderr)
+    assert squash("error: dgiqa-koniq: could not download DGIQA_Koniq10k.pth from http://127.0.0.1:9/") in text
+    assert squash("download DGIQA_Koniq10k.pth by hand (see https://github.com/uf-robopi/DGIQA") in text
+    assert len(hub.requests) == before
 
     # a name that is not in any registry is a usage error, before anything is downloaded
     before = len(hub.requests)

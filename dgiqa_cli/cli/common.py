@@ -178,6 +178,9 @@ def setup_logging(quiet: bool) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.ERROR if quiet else logging.WARNING)
     logger.propagate = False
+    from ..weights import progress
+
+    progress.configure(quiet=quiet, console=err)  # download bars nest with the "Loading models…" spinner
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -172,6 +172,16 @@ def list_weights(as_json: JsonOpt = False) -> None:
     _cli.out.print(table)
 
 
+def checksum_text(report: dict) -> str:
+    """The checksum line of ``weights info``: ok / MISMATCH, and where the expected sha256 comes from."""
+    if not report["checksum"]:
+        return "no expected sha256"
+    release = report.get("release")
+    if release and release["verified"] == "recorded":
+        return f"{report['checksum']} (sha256 recorded at its {release['recorded']}; no release hash is published)"
+    return report["checksum"]
+
+
 def _print_fields(rows) -> None:
     """``key  value`` lines: one per field, never wrapped (hashes and paths stay whole for copy and grep)."""
     width = max(len(key) for key, _ in rows)
@@ -236,7 +246,7 @@ def _download_targets(names: list[str]):
 def _fetch(label, entry, uri, revision, force, transfers) -> dict:
     """Download one target; return its row (status 'downloaded', 'cached' or 'local')."""
     from ..weights import MissingHubFileError
-    from ..weights.download import HubLocation, download, how_to_get, parse_hf_uri
+    from ..weights.download import HubLocation, download, fetch_entry, how_to_get, parse_hf_uri
     from ..weights.files import verify_sha256
     from ..weights.hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, read_config
     from ..weights.resolve import hf_uri_names_file
@@ -251,12 +261,15 @@ def _fetch(label, entry, uri, revision, force, transfers) -> dict:
             resolve_local_entry(entry)  # raises with what to do
         expected = entry.sha256
         status = "local"
-    elif entry is not None:
-        location = HubLocation(entry.repo, entry.filename, revision or entry.revision)
+    elif entry is not None and revision is not None and revision != entry.revision:
+        location = HubLocation(entry.repo, entry.filename, revision)  # another revision: the Hub's, unchecked
         path = download(location, how_to_get(entry), tqdm_class=transfers.bar_class, force=force)
-        # The registry's checksum is that of the registry's revision.
-        expected = entry.sha256 if (revision is None or revision == entry.revision) else None
         status = None
+    elif entry is not None:
+        # Its sources in the registry's order (the Hub when published, then the authors' release link);
+        # the file is checked against the registry's sha256, or the one recorded at its first download.
+        fetched = fetch_entry(entry, force=force, tqdm_class=transfers.bar_class)
+        path, expected, status = fetched.path, fetched.sha256, fetched.status
     else:
         location = parse_hf_uri(uri)
         if revision is not None:
@@ -350,7 +363,8 @@ def download(
                 table.add_row(escape(row["name"]), row["status"], human_size(row["size"]), escape(row["path"]))
         _cli.out.print(table)
     for label, message in failed:
-        _cli.err.print(f"[bold red]error:[/] {escape(label)}: {escape(message)}", highlight=False)
+        text = message if message.startswith(f"{label}:") else f"{label}: {message}"
+        _cli.err.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
     raise typer.Exit(_cli.EXIT_WEIGHTS if failed else _cli.EXIT_OK)
 
 
@@ -483,7 +497,7 @@ def info(
                 ("dtype", report["dtype"] or "-"),
                 ("size", human_size(report["size"])),
                 ("sha256", report["sha256"]),
-                ("checksum", report["checksum"] or "no expected sha256"),
+                ("checksum", checksum_text(report)),
                 ("known release", known_text),
                 ("trained on", report["trained_on"] or "-"),
                 ("score range", _range_text(report["score_range"], kind)),

@@ -6,8 +6,11 @@ loaded network comes out with its card (what the weights are, what their
 scores mean, which depth model they were trained with, where they came from).
 
 One file per concern, each step called once and in one direction:
-``registry`` (named weights) -> ``resolve`` (spec -> local file; ``download``
-fetches from the Hub) -> ``files`` (safe reading, checksums, strict loading).
+``registry`` (named weights and their sources) -> ``resolve`` (spec -> local
+file; ``download`` fetches a registry entry from its sources: the Hugging Face
+Hub, or the authors' release link through ``release``, into dgiqa's cache with
+the sha256 recorded at first download) -> ``files`` (safe reading, checksums,
+strict loading).
 ``hubformat`` reads ``config.json``; ``importing``, ``card`` and ``push`` are
 the Hub format's writers (``dgiqa weights import`` / ``push``).
 """

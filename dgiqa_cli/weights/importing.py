@@ -406,6 +406,13 @@ def describe(spec: str) -> dict:
     entry = resolved.entry
     path = resolved.path
     sha = sha256_of(path)
+    release = None
+    if entry is not None and entry.origin == "packaged":
+        from .release import release_info
+
+        release = release_info(entry, check=False)  # the file's hash is compared below
+        if release is not None and release["path"] == str(path) and not resolved.sha256:
+            resolved = ResolvedWeights(path, resolved.label, entry, release["sha256"])
     report: dict = {
         "name": spec,
         "file": str(path),
@@ -427,6 +434,8 @@ def describe(spec: str) -> dict:
         "source_sha256": entry.source_sha256 if entry else None,
         "license": entry.license if entry else "",
         "known_release": None,
+        # a file fetched from the authors' release: its sha256 from the registry, or recorded at first download
+        "release": release,
     }
     match = _known_release(sha)
     if match is not None:
