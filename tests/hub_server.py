@@ -39,35 +39,34 @@ from urllib.parse import unquote, urlsplit
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
-class HubServer:
-    """``with HubServer(tmp_path / "hub", token="hf_write") as hub: ...`` (``hub.url`` is the endpoint)."""
+class LocalServer:
+    """An HTTP server on 127.0.0.1 in a thread, for a with-block; subclasses name their request handler."""
 
-    def __init__(self, root: Path, token: str | None = None):
+    name = "local-server"
+
+    def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.token = token  # required for writes and for private repositories, when set
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------------------
-
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> HubServer:
+    def start(self):
         server = self
 
-        class Handler(_Handler):
-            hub = server
+        class Handler(self.handler):
+            owner = server
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=self.name, daemon=True)
         self._thread.start()
         return self
 
@@ -78,11 +77,22 @@ class HubServer:
             self._thread.join()
             self._httpd = None
 
-    def __enter__(self) -> HubServer:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class HubServer(LocalServer):
+    """``with HubServer(tmp_path / "hub", token="hf_write") as hub: ...`` (``hub.url`` is the endpoint)."""
+
+    name = "hub-server"
+    handler = property(lambda self: _Handler)
+
+    def __init__(self, root: Path, token: str | None = None):
+        super().__init__(root)
+        self.token = token  # required for writes and for private repositories, when set
 
     def log(self, method: str, path: str) -> None:
         with self._lock:
@@ -166,7 +176,7 @@ class HubServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    hub: HubServer
+    hub = property(lambda self: self.owner)  # the HubServer that started this handler
     protocol_version = "HTTP/1.0"
 
     def log_message(self, format, *args):  # quiet: the request log is hub.requests
@@ -328,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"commitUrl": f"{self.hub.url}/{repo}/commit/{sha}", "commitOid": sha, "success": True})
 
 
-class FileServer:
+class FileServer(LocalServer):
     """Plain files over HTTP on 127.0.0.1, as a release host or a mirror serves them (``DGIQA_MIRROR``).
 
     ``GET /{path}`` answers with ``ROOT/{path}``; ``fault(path, kind)`` breaks one path the ways
@@ -338,19 +348,12 @@ class FileServer:
     Every request is logged in ``requests`` as ``(method, path)``.
     """
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.requests: list[tuple[str, str]] = []
-        self.faults: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port: int | None = None
+    name = "file-server"
+    handler = property(lambda self: _FileHandler)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.faults: dict[str, str] = {}
 
     def fault(self, path: str, kind: str | None) -> None:
         if kind is None:
@@ -358,39 +361,13 @@ class FileServer:
         else:
             self.faults[path.strip("/")] = kind
 
-    def start(self) -> FileServer:
-        server = self
-
-        class Handler(_FileHandler):
-            files = server
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="file-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join()
-            self._httpd = None
-
-    def __enter__(self) -> FileServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def gets(self, fragment: str = "") -> list[str]:
         with self._lock:
             return [p for m, p in self.requests if m == "GET" and fragment in p]
 
 
 class _FileHandler(BaseHTTPRequestHandler):
-    files: FileServer
+    files = property(lambda self: self.owner)  # the FileServer that started this handler
     protocol_version = "HTTP/1.0"
 
     def log_message(self, format, *args):

@@ -22,7 +22,7 @@ import torch
 
 from ..models import ARCHITECTURES, DEPTH_ENCODERS, checkpoint_filter, detect_architecture
 from ..version import __version__
-from .errors import UnknownWeightsError, WeightsError, WrongKindError
+from .errors import UnknownWeightsError, WeightsError
 from .files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
 from .hubformat import (
     CONFIG_FILE,
@@ -44,7 +44,7 @@ from .registry import (
     packaged_entries,
     save_local_entry,
 )
-from .resolve import resolve_weights
+from .resolve import resolve_any
 
 UNVERIFIED = "unknown: the file matches no known release (pass --license)"
 DEPTH_ANYTHING_CITATION = (
@@ -384,20 +384,6 @@ def _check_round_trip(arch: str, path: Path, expected: dict[str, torch.Tensor]) 
 
 
 # -- info -----------------------------------------------------------------------------------------
-
-
-def resolve_any(spec: str, *, local_only: bool = True) -> tuple[ResolvedWeights, str]:
-    """Resolve a spec as a scoring model, else as a depth model; return it and its kind."""
-    try:
-        return resolve_weights(spec, "model", local_only=local_only), "model"
-    except WrongKindError:
-        return resolve_weights(spec, "depth", local_only=local_only), "depth"
-    except UnknownWeightsError:
-        try:
-            return resolve_weights(spec, "depth", local_only=local_only), "depth"
-        except UnknownWeightsError:
-            pass
-        raise
 
 
 def describe(spec: str) -> dict:
