@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from .download import HubLocation, download, fetch_entry, parse_hf_uri
@@ -46,6 +47,8 @@ def resolve_weights(spec: str | os.PathLike, kind: str = "model", *, local_only:
     path = Path(spec_str).expanduser()
     if path.is_file():
         return ResolvedWeights(path, spec_str)
+    if (kind_of_file := special_file(path)) is not None:
+        raise UnknownWeightsError(f"{spec_str}: is {kind_of_file}, not a weights file")
     if path.is_dir():
         if (path / CONFIG_FILE).is_file():
             return resolve_folder(path, kind, label=spec_str)
@@ -121,10 +124,29 @@ def resolve_folder(folder: Path, kind: str = "model", label: str | None = None) 
     label = label or str(folder)
     entry = entry_from_config(config, label, origin="config", path=str(folder))
     path = folder / entry.filename
+    if (kind_of_file := special_file(path)) is not None:
+        raise WeightsError(f"{path}: is {kind_of_file}, not a weights file ({CONFIG_FILE} names it)")
     if not path.is_file():
         raise WeightsError(f"{folder}: {CONFIG_FILE} names {entry.filename!r}, which is not in the folder")
     check_kind(entry, kind, label)
     return ResolvedWeights(path, label, entry, entry.sha256)
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder (reading a FIFO would hang)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return None
 
 
 def check_kind(entry: RegistryEntry, kind: str, label: str) -> None:
