@@ -115,7 +115,8 @@ def with_legend(rgb: np.ndarray, view: MapView) -> Image.Image:
     small = font(11)
     draw = ImageDraw.Draw(image, "RGBA")
     left, _, right = view.ticks
-    label = fit_text(draw, view.caption, small, max(bar_w, 140))
+    scale = view.caption.split("colours: ", 1)[1] if "colours: " in view.caption else ""
+    label = fit_text(draw, f"{view.title} · {scale}" if scale else view.title, small, min(width - 16, 260))
     box_w = max(bar_w, text_width(draw, label, small)) + 8
     box_h = BAR_STRIP // 2 + 34
     if box_w + 8 > width or box_h + 8 > height:

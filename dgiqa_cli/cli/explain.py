@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from ..images import MAX_PIXELS
+from ..names import encode_path, printable
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -246,10 +247,14 @@ def explain(
                 print_report(report)
 
     if as_json:
-        sys.stdout.write(json.dumps(reports, indent=2, ensure_ascii=False) + "\n")
+        rows = [
+            dict(r, path=encode_path(r["path"]), files={k: encode_path(v) for k, v in r["files"].items()})
+            for r in reports
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")  # valid UTF-8 whatever the names
     failed = [r for r in reports if r["error"] is not None]
     for r in failed:
-        err.print(f"[red]failed:[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False)
+        err.print(f"[red]failed:[/] {escape(printable(r['path']))}: {escape(r['error'])}", highlight=False)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -259,7 +264,7 @@ def print_report(report: dict) -> None:
         return
     crops = report["crops"]
     out.print(
-        f"[bold]{escape(report['path'])}[/]: score {report['score']:.4f} "
+        f"[bold]{escape(printable(report['path']))}[/]: score {report['score']:.4f} "
         f"({len(crops)} crops, {min(c['score'] for c in crops):.4f}..{max(c['score'] for c in crops):.4f})",
         highlight=False,
     )
@@ -275,7 +280,7 @@ def print_report(report: dict) -> None:
             highlight=False,
         )
     for role, path in report["files"].items():
-        out.print(f"  {role}: {escape(path)}", highlight=False)
+        out.print(f"  {role}: {escape(printable(path))}", highlight=False)
 
 
 app.command()(explain)
