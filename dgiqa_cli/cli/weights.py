@@ -46,12 +46,6 @@ class Architecture(str, Enum):
     depth_anything_vitl = "depth-anything-vitl"
 
 
-class DepthEncoder(str, Enum):
-    vits = "vits"
-    vitb = "vitb"
-    vitl = "vitl"
-
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, and nothing else, on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.")]
 
@@ -376,7 +370,7 @@ def import_weights(
     file: Annotated[Path, typer.Argument(help="The authors' checkpoint (.pth, .bin or .safetensors).")],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to use with --weights from now on.")],
     depth_model: Annotated[
-        DepthEncoder | None,
+        _cli.DepthModel | None,
         typer.Option(
             help="The depth model the DGIQA weights were trained with (default: vitl, as the authors).",
             show_default=False,

@@ -6,7 +6,7 @@
 - ``'depth-anything-vits'`` / ``-vitb`` / ``-vitl``: ``forward(x) -> (N, H, W)`` relative inverse depth;
 - ``'life-iqa'``: ``forward(x) -> (N,)``, crops of 224 x 224, unbounded MOS regression.
 
-Weights are not loaded here (see :mod:`dgiqa_cli.hub`); each architecture's
+Weights are not loaded here (see :func:`dgiqa_cli.weights.load_network`); each architecture's
 ``checkpoint_filter`` adapts foreign checkpoints, as timm's filter functions do.
 """
 
