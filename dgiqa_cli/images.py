@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .names import display_path, one_line, path_text
+from .names import display_path, one_line, path_text, special_kind
 
 # 200 megapixels: a 16 000 x 12 500 picture. Decoding it takes 600 MB and the
 # model sees it at 384 pixels on the short side anyway; above this we refuse
@@ -183,14 +183,8 @@ def check_regular_file(info: os.stat_result, path) -> None:
     mode = info.st_mode
     if stat.S_ISDIR(mode):
         raise ImageError(path, "is a directory, not an image (use `dgiqa batch` for folders)")
-    kinds = (
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in kinds if test(mode)), "a special file")
+    kind = special_kind(mode)
+    if kind is not None:
         raise ImageError(path, f"is {kind}, not a regular file")
     if info.st_size > MAX_FILE_BYTES:
         raise ImageError(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
 
 _TOKEN = re.compile(r"\\(?:x(?:[89a-fA-F][0-9a-fA-F]|5[cC])|u[dD][89a-fA-F][0-9a-fA-F]{2})")
@@ -110,3 +111,22 @@ def display_path(path: str | bytes | os.PathLike) -> str:
 def one_line(text: str) -> str:
     """``text`` with line breaks as spaces and unprintable characters escaped (decoder messages vary)."""
     return " ".join(printable(part) for part in str(text).split()) or str(text).strip()
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file that is neither regular nor a folder is, in words (``None`` for those two).
+
+    Such files are refused by name before anything opens them: opening a FIFO blocks, and a
+    device such as ``/dev/zero`` never ends.
+    """
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")

@@ -118,6 +118,14 @@ def test_a_full_device_is_refused_in_one_line(tmp_path, weight_args):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def copies_of_good(folder, count: int):
+    """A folder of ``count`` copies of the good picture, ``p0.png`` ... (a run long enough to stop halfway)."""
+    folder.mkdir()
+    for i in range(count):
+        shutil.copy(GOOD, folder / f"p{i}.png")
+    return folder
+
+
 def _run_limited(command, limit):
     """Run ``command`` with a file-size limit: writes past it fail (EFBIG) as on a full disk."""
 
@@ -130,10 +138,7 @@ def _run_limited(command, limit):
 
 @pytest.mark.slow
 def test_disk_filling_mid_run_exits_74_with_whole_rows(tmp_path, weight_args):
-    pics = tmp_path / "pics"
-    pics.mkdir()
-    for i in range(4):
-        shutil.copy(GOOD, pics / f"p{i}.png")
+    pics = copies_of_good(tmp_path / "pics", 4)
     out = tmp_path / "rows.csv"
     command = [shutil.which("dgiqa"), "batch", str(pics), *weight_args, "--crops", "1", "--csv", str(out)]
     done = _run_limited(command, 700)  # the header and a row or two fit, not four rows
@@ -146,10 +151,7 @@ def test_disk_filling_mid_run_exits_74_with_whole_rows(tmp_path, weight_args):
 
 @pytest.mark.slow
 def test_sigterm_keeps_rows_and_says_how_to_resume(tmp_path, weight_args):
-    pics = tmp_path / "pics"
-    pics.mkdir()
-    for i in range(6):
-        shutil.copy(GOOD, pics / f"p{i}.png")
+    pics = copies_of_good(tmp_path / "pics", 6)
     out = tmp_path / "rows.csv"
     command = [shutil.which("dgiqa"), "batch", str(pics), *weight_args, "--crops", "1", "--csv", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 
+from ..names import special_kind
 from .download import HubLocation, download, fetch_entry, parse_hf_uri
 from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
 from .files import ResolvedWeights
@@ -135,18 +135,9 @@ def resolve_folder(folder: Path, kind: str = "model", label: str | None = None) 
 def special_file(path: Path) -> str | None:
     """What ``path`` is when it exists but is neither a regular file nor a folder (reading a FIFO would hang)."""
     try:
-        mode = path.stat().st_mode
+        return special_kind(path.stat().st_mode)
     except OSError:
         return None
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return None
 
 
 def check_kind(entry: RegistryEntry, kind: str, label: str) -> None:
