@@ -1,6 +1,7 @@
 """The ``dgiqa`` command line: parse, call the library, render. No model logic lives here.
 
-:mod:`.common` holds the Typer app and what the commands share; every other
+:mod:`.common` holds the Typer app and what the commands share, :mod:`.running`
+the outputs and scoring loop of the commands that score many images; every other
 module of this package is one command (or command group) that registers
 itself on the app when imported. Importing this package imports them all, so
 ``from dgiqa_cli.cli import app`` gives the complete command line.
@@ -13,9 +14,11 @@ import pkgutil
 
 from .common import app
 
-# Each module but the shared one is a command; importing it registers it (no module imports a sibling).
+#: Modules every command may import; each other module is a command, registered by importing it.
+SHARED = ("common", "running")
+
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "common":
+    if _module.name not in SHARED:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["app", "main"]

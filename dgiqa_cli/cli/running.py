@@ -1,0 +1,108 @@
+"""What the commands that score many images share: checking and opening outputs, the scoring loop, the summary.
+
+Not a command: :mod:`dgiqa_cli.cli` skips it when registering commands, and any command may import it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.markup import escape
+
+from ..names import printable
+from .common import EXIT_USAGE, err, fail, progress_bar
+
+
+def check_outputs(csv_path: Path | None, jsonl_path: Path | None, resume: bool, overwrite: bool) -> list:
+    """Check every output before any work (exit 2 on a problem); returns [(path, writer class)]."""
+    from ..export import STDOUT, CsvWriter, JsonlWriter, check_writable
+
+    outputs = []
+    for path, writer_class in ((csv_path, CsvWriter), (jsonl_path, JsonlWriter)):
+        if path is None:
+            continue
+        try:
+            check_writable(path)
+        except OSError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        if str(path) != STDOUT and path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
+            raise fail(
+                f"{printable(str(path))} exists; add --resume to score only what it lacks, "
+                "or --overwrite to start again",
+                EXIT_USAGE,
+            )
+        outputs.append((path, writer_class))
+    if sum(str(path) == STDOUT for path, _ in outputs) > 1:
+        raise fail("--csv - and --jsonl - would both write to stdout; send one of them to a file", EXIT_USAGE)
+    return outputs
+
+
+def check_resumable(outputs: list, settings: dict, csv_safe: bool) -> None:
+    """With --resume: refuse outputs whose rows were made with other settings (exit 2, naming them)."""
+    from ..export import ResumeError, check_resume
+
+    for path, _ in outputs:
+        try:
+            check_resume(path, settings, csv_safe)
+        except ResumeError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+
+
+def open_writers(outputs: list, resume: bool, settings: dict, csv_safe: bool) -> list:
+    """Open the checked outputs; returns [(writer, paths that already have a row)]."""
+    from ..export import CsvWriter, completed_paths
+
+    opened = []
+    for path, writer_class in outputs:
+        done = completed_paths(path, csv_safe) if resume else set()
+        options = {"csv_safe": csv_safe} if writer_class is CsvWriter else {}
+        opened.append((writer_class(path, append=resume, settings=settings, **options), done))
+    return opened
+
+
+def print_summary(stats, results_for_summary, lowest: int, detailed: bool) -> None:
+    from ..export import score_summary
+
+    err.print(
+        f"{stats.scored} scored, {stats.failed} failed, {stats.skipped} skipped (already done) "
+        f"in {stats.seconds:.1f} s ({stats.images_per_second:.2f} images/s)",
+        highlight=False,
+    )
+    if not detailed or not results_for_summary:
+        return
+    summary = score_summary([score for score, _ in results_for_summary])
+    err.print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()), highlight=False)
+    err.print(f"lowest {min(lowest, len(results_for_summary))}:", highlight=False)
+    for score_value, path in sorted(results_for_summary)[:lowest]:
+        err.print(f"  {score_value:.4f}  {escape(printable(path))}", highlight=False)
+
+
+def score_paths(scorer, todo: list[str], writers: list, batch_size: int | None, workers: int | None, quiet: bool):
+    """Score ``todo`` through the batch engine, rows to ``writers`` as they finish; returns (stats, table rows,
+    (score, path) pairs). Without writers the rows are kept for the table printed at the end."""
+    from ..engine import BatchRunner, default_batch_size, default_workers
+
+    runner = BatchRunner(
+        scorer,
+        batch_size=batch_size or default_batch_size(scorer.device),
+        workers=default_workers(scorer.device) if workers is None else workers,
+    )
+    table_rows, scores_seen = [], []
+
+    def on_result(result) -> None:
+        for writer, done in writers:
+            if result.path not in done:
+                writer.write(result)
+        if not writers:
+            table_rows.append(result)
+        if result.ok:
+            scores_seen.append((result.score, result.path))
+        else:
+            err.print(f"[red]failed:[/] {escape(printable(result.path))}: {escape(result.error)}", highlight=False)
+        progress.update(task, advance=1, current=printable(os.path.basename(result.path)))
+
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("Scoring", total=len(todo), current="")
+        stats = runner.run(todo, on_result)
+    return stats, table_rows, scores_seen
