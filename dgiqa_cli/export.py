@@ -60,10 +60,14 @@ FIELDS = (
     "precision",
     "backend",
     "decoder",
+    "score_std",
+    "score_ci95_low",
+    "score_ci95_high",
 )
 #: Settings that change a score: rows of one output file must agree on all of them (see :func:`check_resume`).
 SETTINGS_FIELDS = ("model", "depth_model", "weights_sha256", "crops", "crop_mode", "seed", "precision", "backend")
-_NUMERIC = frozenset({"score", "width", "height", "crops", "seed"})
+_FLOATS = ("score", "score_std", "score_ci95_low", "score_ci95_high")
+_NUMERIC = frozenset({*_FLOATS, "width", "height", "crops", "seed"})
 _PATH_LIKE = ("path", "model", "depth_model")  # file names: escaped losslessly, see the module docstring
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -410,7 +414,7 @@ def _parse(row: dict, csv_safe: bool = False) -> dict:
         if csv_safe and isinstance(value, str) and value.startswith("'") and key not in _NUMERIC:
             value = value[1:]
         out[key] = value if value != "" else None
-    for key in ("score",):
+    for key in _FLOATS:
         if out.get(key) is not None:
             out[key] = float(out[key])
     for key in ("width", "height", "crops", "seed"):

@@ -56,6 +56,10 @@ class ScoreResult:
     arch: str = ""  # dgiqa or life-iqa
     scale: str = ""  # what the number means, e.g. "0 to 1, higher is better"
     decoder: str = ""  # which decoder produced the pixels: opencv, pillow, array
+    # How much the crops disagree: their standard deviation and a 95% interval of their mean (blank for one crop).
+    score_std: float | None = None
+    score_ci95_low: float | None = None
+    score_ci95_high: float | None = None
     crop_scores: list[float] | None = field(default=None, repr=False)
 
     @property
@@ -320,6 +324,7 @@ class Scorer:
         return self.score_batch([prepared])[0]
 
     def result(self, prepared: PreparedImage, crop_scores: torch.Tensor) -> ScoreResult:
+        spread = crop_spread(crop_scores.double().numpy())
         return ScoreResult(
             path=prepared.path,
             score=float(crop_scores.mean()),
@@ -331,6 +336,7 @@ class Scorer:
             arch=self.arch,
             scale=self.scale,
             decoder=prepared.decoder,
+            **spread,
             crop_scores=crop_scores.tolist(),
         )
 
@@ -421,6 +427,22 @@ def tensor_to_uint8(tensor: torch.Tensor) -> np.ndarray:
             raise ImageError("<tensor>", "a float tensor must hold values in [0, 1] (as ToTensor gives)")
         t = (t * 255).round()
     return t.to(torch.uint8).numpy()
+
+
+def crop_spread(crop_scores: np.ndarray) -> dict[str, float | None]:
+    """The crops' standard deviation (n - 1) and Student's t 95% interval of their mean.
+
+    The crops are a sample of the picture's 224-pixel windows (random ones in the official mode), so the
+    interval says how far another draw of crops could move the score. One crop has no spread: blanks.
+    """
+    n = len(crop_scores)
+    if n < 2:
+        return {"score_std": None, "score_ci95_low": None, "score_ci95_high": None}
+    from scipy import stats
+
+    mean, std = float(np.mean(crop_scores)), float(np.std(crop_scores, ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
+    return {"score_std": std, "score_ci95_low": mean - half, "score_ci95_high": mean + half}
 
 
 def list_models() -> list[str]:

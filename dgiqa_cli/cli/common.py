@@ -280,11 +280,13 @@ def render_table(results, scorer) -> Table:
     table = Table(title=f"{scorer.arch} · {scorer.model_name}", show_lines=False, header_style="bold")
     table.add_column("image", overflow="fold")
     table.add_column(f"score ({scale})", justify="right")
+    table.add_column("95% of mean", justify="right")  # how far another draw of crops could move the score
     table.add_column("size", justify="right")
     table.add_column("note", overflow="fold")
     for r in results:
         if r.ok:
-            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", f"{r.width}x{r.height}", "")
+            spread = "" if r.score_ci95_low is None else f"{r.score_ci95_low:.4f}–{r.score_ci95_high:.4f}"
+            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", spread, f"{r.width}x{r.height}", "")
         else:
-            table.add_row(escape(printable(r.path)), "[red]-[/]", "", f"[red]{escape(r.error)}[/]")
+            table.add_row(escape(printable(r.path)), "[red]-[/]", "", "", f"[red]{escape(r.error)}[/]")
     return table
