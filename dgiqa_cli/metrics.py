@@ -22,6 +22,8 @@ import warnings
 import numpy as np
 
 METRICS = ("srcc", "krcc", "plcc", "rmse", "plcc_logistic", "rmse_logistic")
+#: Fewer resampling units than this give no interval: resampling 2 or 3 groups says nothing about a population.
+MIN_UNITS = 5
 LOGISTIC = "4-parameter logistic (VQEG FR-TV Phase II), least squares"
 
 
@@ -87,7 +89,7 @@ def evaluate(
     """Metrics, their bootstrap intervals and the fitted logistic for paired ``scores`` and ``mos``.
 
     Returns ``{"n", srcc..rmse_logistic, "ci95": {metric: [low, high]}, "logistic": {...}, "bootstrap": {...}}``.
-    An interval is None when fewer than 2 resampling units exist or when resamples left it undefined.
+    An interval is None with fewer than :data:`MIN_UNITS` resampling units, or when resamples left it undefined.
     """
     from scipy import stats
 
@@ -110,7 +112,7 @@ def evaluate(
         "confidence": confidence,
     }
     result["ci95"] = dict.fromkeys(METRICS)
-    if resamples < 1 or len(units) < 2 or len(x) < 3:
+    if resamples < 1 or len(units) < MIN_UNITS:
         return result
 
     def statistic(chosen) -> np.ndarray:

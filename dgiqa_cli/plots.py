@@ -27,7 +27,10 @@ def scatter_plot(report, path: str | os.PathLike, score_name: str = "score") -> 
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     alpha = float(np.clip(30 / max(len(x), 1), 0.15, 0.8))  # dense sets stay readable
-    axes.scatter(x, y, s=6, alpha=alpha, color="#1f5f9f", linewidths=0, rasterized=len(x) > 2000)
+    size = 14 if len(x) < 200 else 5
+    axes.scatter(x, y, s=size, alpha=alpha, color="#1f5f9f", linewidths=0, rasterized=len(x) > 2000)
+    low, high = (y.min(), y.max()) if len(y) else (0.0, 1.0)
+    axes.set_ylim(low - 0.05 * (high - low or 1), high + 0.3 * (high - low or 1))  # room for the metrics box
     params = report.metrics["logistic"]["params"]
     if params is not None and len(x):
         grid = np.linspace(x.min(), x.max(), 200)

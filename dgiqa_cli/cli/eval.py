@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..images import MAX_PIXELS
+from ..metrics import MIN_UNITS
 from ..names import printable
 from .common import (
     EXIT_BUSY,
@@ -307,7 +308,7 @@ def write_outputs(out_dir: Path, folders: list[Path], reports) -> None:
 
 def score_axis(report) -> str:
     model = report.protocol.get("model")
-    return f"score ({model})" if model else "score"
+    return f"score ({Path(model).name})" if model else "score"
 
 
 def _cell(report, key: str, interval: bool = True) -> str:
@@ -317,28 +318,31 @@ def _cell(report, key: str, interval: bool = True) -> str:
     text = f"{value:.4f}"
     ci = report.metrics["ci95"].get(key)
     if interval and ci:
-        text += f" [dim][{ci[0]:.3f}, {ci[1]:.3f}][/]"
+        text += f" [dim]\\[{ci[0]:.3f}, {ci[1]:.3f}][/]"
     return text
 
 
+ROWS = (
+    ("srcc", "SRCC"),
+    ("krcc", "KRCC"),
+    ("plcc", "PLCC"),
+    ("rmse", "RMSE"),
+    ("plcc_logistic", "PLCC (logistic)"),
+    ("rmse_logistic", "RMSE (logistic)"),
+)
+
+
 def results_table(reports) -> Table:
-    """One row per labelled set: the metrics with their 95% intervals, and what was left out."""
+    """Metrics down, data sets across (so several sets compare side by side), each value with its 95% interval."""
     table = Table(title="Agreement with human ratings", header_style="bold", title_style="bold")
-    table.add_column("data set", overflow="fold")
-    table.add_column("split")
-    table.add_column("n", justify="right")
-    for label in ("SRCC", "KRCC", "PLCC", "RMSE", "PLCC (logistic)", "RMSE (logistic)"):
-        table.add_column(label, justify="right")
-    table.add_column("failed / missing", justify="right")
+    table.add_column("")
     for report in reports:
-        counts = report.counts
-        table.add_row(
-            escape(report.dataset),
-            report.split,
-            str(report.metrics["n"]),
-            *(_cell(report, key) for key in ("srcc", "krcc", "plcc", "rmse", "plcc_logistic", "rmse_logistic")),
-            f"{counts['failed']} / {counts['missing']}",
-        )
+        table.add_column(f"{escape(report.dataset)}\n{report.split}", justify="right")
+    for key, label in ROWS:
+        table.add_row(label, *(_cell(report, key) for report in reports))
+    table.add_section()
+    table.add_row("scored", *(str(r.counts["scored"]) for r in reports))
+    table.add_row("failed / missing", *(f"{r.counts['failed']} / {r.counts['missing']}" for r in reports))
     return table
 
 
@@ -364,8 +368,10 @@ def protocol_lines(reports) -> str:
         )
     boot = reports[0].metrics["bootstrap"]
     if boot["resamples"]:
+        units = {r.metrics["bootstrap"]["unit"] for r in reports}
+        by = units.pop() if len(units) == 1 else "group where the set has groups, else by image"
         lines.append(
-            f"[..]: 95% percentile bootstrap, {boot['resamples']} resamples by {boot['unit']}, seed {boot['seed']}; "
-            "logistic: VQEG 4-parameter, least squares"
+            f"[..]: 95% percentile bootstrap, {boot['resamples']} resamples by {by}, seed {boot['seed']} "
+            f"(none with fewer than {MIN_UNITS} units); logistic: VQEG 4-parameter, least squares"
         )
     return "\n".join(escape(line) for line in lines)
