@@ -8,7 +8,8 @@ Conventions (say them beside every number):
   so it only means something when scores are on the labels' scale.
 - ``plcc_logistic``, ``rmse_logistic``: after mapping scores to the labels with the 4-parameter logistic of the
   VQEG FR-TV Phase II report, ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``, fitted by least squares
-  (``scipy.optimize.curve_fit``). SRCC and KRCC are unchanged by a monotonic map, so they have one value each.
+  (``scipy.optimize.least_squares``, Levenberg-Marquardt as in ``curve_fit``). SRCC and KRCC are unchanged
+  by a monotonic map, so they have one value each.
 - ``ci95``: percentile bootstrap intervals (``scipy.stats.bootstrap``, seeded) resampling images, or whole
   groups when ``groups`` are given (all pictures made from one reference stay together), with the logistic
   refitted in every resample.
@@ -29,12 +30,28 @@ LOGISTIC = "4-parameter logistic (VQEG FR-TV Phase II), least squares"
 
 def logistic(x, b1, b2, b3, b4):
     """The VQEG 4-parameter logistic: from ``b2`` (low scores) to ``b1`` (high scores), centre ``b3``, width ``b4``."""
-    return (b1 - b2) / (1 + np.exp(-(np.asarray(x, dtype=np.float64) - b3) / abs(b4))) + b2
+    with np.errstate(over="ignore"):  # exp overflows to inf far from the centre: the curve is at b2 there
+        return (b1 - b2) / (1 + np.exp(-(np.asarray(x, dtype=np.float64) - b3) / abs(b4))) + b2
 
 
-def fit_logistic(scores, mos, start=None) -> np.ndarray | None:
-    """Least-squares logistic parameters mapping ``scores`` to ``mos``; None when the fit does not converge."""
-    from scipy.optimize import OptimizeWarning, curve_fit
+def _logistic_jacobian(params, x) -> np.ndarray:
+    """d logistic / d (b1, b2, b3, b4) at every x: exact slopes make each optimiser step one evaluation."""
+    b1, b2, b3, b4 = params
+    with np.errstate(over="ignore"):
+        z = (x - b3) / abs(b4)
+        s = 1 / (1 + np.exp(-z))
+    g = (b1 - b2) * s * (1 - s)
+    return np.stack([s, 1 - s, -g / abs(b4), -g * z / b4], axis=1)
+
+
+def fit_logistic(scores, mos, start=None, max_evaluations: int = 4000) -> np.ndarray | None:
+    """Least-squares logistic parameters mapping ``scores`` to ``mos`` (Levenberg-Marquardt, as ``curve_fit``).
+
+    Near-linear data drive the curve towards an endless slope and the optimiser slowly after it; the search
+    stops after ``max_evaluations`` and keeps the best curve so far (any curve it reaches fits about as well).
+    None when no finite fit is found.
+    """
+    from scipy.optimize import least_squares
 
     x, y = np.asarray(scores, dtype=np.float64), np.asarray(mos, dtype=np.float64)
     if len(x) < 4 or np.ptp(x) == 0:
@@ -45,12 +62,17 @@ def fit_logistic(scores, mos, start=None) -> np.ndarray | None:
         start = [high, low, float(np.mean(x)), float(np.std(x)) or 1.0]
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)
             warnings.simplefilter("ignore", RuntimeWarning)  # exp overflow while the optimiser explores
-            params, _ = curve_fit(logistic, x, y, p0=start, maxfev=20000)
-    except (RuntimeError, ValueError):
+            found = least_squares(
+                lambda p: logistic(x, *p) - y,
+                start,
+                jac=lambda p: _logistic_jacobian(p, x),
+                method="lm",
+                max_nfev=max_evaluations,
+            )
+    except (ValueError, np.linalg.LinAlgError):
         return None
-    return params if np.all(np.isfinite(params)) else None
+    return found.x if np.all(np.isfinite(found.x)) else None
 
 
 def correlations(scores, mos, lower_is_better: bool = False, start=None) -> dict[str, float]:
@@ -68,7 +90,8 @@ def correlations(scores, mos, lower_is_better: bool = False, start=None) -> dict
     out["srcc"] = sign * float(stats.spearmanr(x, y).statistic)
     out["krcc"] = sign * float(stats.kendalltau(x, y).statistic)
     out["plcc"] = sign * float(stats.pearsonr(x, y).statistic)
-    params = fit_logistic(x, y, start)
+    # In bootstrap resamples the fit starts from the whole set's curve: a few hundred steps are plenty.
+    params = fit_logistic(x, y, start, max_evaluations=4000 if start is None else 100)
     if params is not None:
         fitted = logistic(x, *params)
         if np.ptp(fitted) > 0:

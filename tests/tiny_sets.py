@@ -44,7 +44,8 @@ def koniq(root: Path, levels=(0, 1, 2, 3, 4, 5), sets=None, with_sets: bool = Tr
     """``koniq10k_scores_and_distributions.csv`` + ``1024x768/`` (+ the official ``..._sets.csv``)."""
     names = [f"{1000 + i}.jpg" for i in range(len(levels))]
     write_pictures(root / "1024x768", names, list(levels))
-    sets = sets or ["training", "test", "training", "validation", "test", "test"][: len(levels)]
+    pattern = ["training", "test", "training", "validation", "test", "test"]
+    sets = sets or [pattern[i % len(pattern)] for i in range(len(levels))]
     with open(root / "koniq10k_scores_and_distributions.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"])
