@@ -326,13 +326,21 @@ def render_table(results, scorer) -> Table:
     table = Table(title=f"{scorer.arch} · {scorer.model_name}", show_lines=False, header_style="bold")
     table.add_column("image", overflow="fold")
     table.add_column(f"score ({scale})", justify="right")
-    table.add_column("95% of mean", justify="right")  # how far another draw of crops could move the score
+    spread = any(r.ok and r.score_ci95_low is not None for r in results)
+    if spread:  # how far another draw of crops could move the score (none with one crop)
+        table.add_column("95% of mean", justify="right")
     table.add_column("size", justify="right")
     table.add_column("note", overflow="fold")
     for r in results:
         if r.ok:
-            spread = "" if r.score_ci95_low is None else f"{r.score_ci95_low:.4f}–{r.score_ci95_high:.4f}"
-            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", spread, f"{r.width}x{r.height}", "")
+            interval = (
+                []
+                if not spread
+                else ["" if r.score_ci95_low is None else f"{r.score_ci95_low:.4f}–{r.score_ci95_high:.4f}"]
+            )
+            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", *interval, f"{r.width}x{r.height}", "")
         else:
-            table.add_row(escape(printable(r.path)), "[red]-[/]", "", "", f"[red]{escape(r.error)}[/]")
+            table.add_row(
+                escape(printable(r.path)), "[red]-[/]", *([""] if spread else []), "", f"[red]{escape(r.error)}[/]"
+            )
     return table
