@@ -33,6 +33,13 @@ class Outcome:
     error: str | None = None
     status: str = SCORED
     group: str | None = None
+    # The spread of the picture's crop scores (blank with one crop, or when predictions do not say).
+    score_std: float | None = None
+    score_ci95_low: float | None = None
+    score_ci95_high: float | None = None
+
+
+SPREAD = ("score_std", "score_ci95_low", "score_ci95_high")
 
 
 @dataclass
@@ -127,7 +134,7 @@ def evaluate_scorer(
 
     part = labelled.select(split if split is not None else labelled.default_split())
     todo, missing = present_and_missing(part)
-    scored: dict[str, tuple[float | None, str | None]] = {}
+    scored: dict[str, dict] = {}  # path -> its row: score, error and the crops' spread
     writer = None
     if rows is not None:
         if resume:
@@ -135,7 +142,7 @@ def evaluate_scorer(
         done = completed_paths(rows) if resume else set()
         if done:
             for row in read_rows(rows):
-                scored[row["path"]] = (row["score"], row["error"])
+                scored[row["path"]] = row
         writer = CsvWriter(rows, append=resume, settings=scorer.settings)
     runner = BatchRunner(
         scorer,
@@ -147,7 +154,7 @@ def evaluate_scorer(
     def keep(result) -> None:
         if writer is not None:
             writer.write(result)
-        scored[result.path] = (result.score, result.error)
+        scored[result.path] = result.as_dict()
         if on_result is not None:
             on_result(result)
 
@@ -161,9 +168,12 @@ def evaluate_scorer(
         if image.path in missing:
             outcomes.append(dataclasses.replace(missing[image.path], group=image.group))
             continue
-        score, error = scored[image.path]
-        status = SCORED if error is None and score is not None else FAILED
-        outcomes.append(Outcome(image.path, image.name, image.mos, score, error, status, image.group))
+        row = scored[image.path]
+        status = SCORED if row["error"] is None and row["score"] is not None else FAILED
+        spread = {key: row.get(key) for key in SPREAD}
+        outcomes.append(
+            Outcome(image.path, image.name, image.mos, row["score"], row["error"], status, image.group, **spread)
+        )
     return report(part, outcomes, scorer_protocol(scorer, part), resamples, seed)
 
 
@@ -267,7 +277,8 @@ def evaluate_predictions(
         ok = row["score"] is not None and not row.get("error")
         error = None if ok else row.get("error") or "no score"
         status = SCORED if ok else FAILED
-        outcomes.append(Outcome(image.path, image.name, image.mos, row["score"], error, status, image.group))
+        spread = {key: _float_or_none(row.get(key)) for key in SPREAD}
+        outcomes.append(Outcome(image.path, image.name, image.mos, row["score"], error, status, image.group, **spread))
     protocol = {**data_protocol(part), "predictions": str(predictions), **agreed_settings(rows), "dgiqa": __version__}
     return report(part, outcomes, protocol, resamples, seed)
 
@@ -275,15 +286,15 @@ def evaluate_predictions(
 def match_rows(part: LabelledSet, rows: list[dict], base: Path) -> dict[str, dict]:
     """Prediction rows by the labelled picture they belong to.
 
-    A row's path matches a picture when both name the same file (relative rows read against the predictions'
-    folder or the labels' root), or when it equals the name the labels give; failing both, by file name alone
-    when every picture's file name is unique.
+    A row's path matches a picture when both name the same file (relative rows read against the working
+    folder, the predictions' folder or the labels' root), or when it equals the name the labels give; failing
+    both, by file name alone when every picture's file name is unique.
     """
     by_file, by_name, by_base = {}, {}, {}
     for row in rows:
         text = row["path"]
         by_name.setdefault(text, row)
-        for root in (base, Path(part.root or ".")):
+        for root in (Path.cwd(), base, Path(part.root or ".")):  # where a relative path was most likely made
             by_file.setdefault(_canonical(text if os.path.isabs(text) else os.path.join(root, text)), row)
         by_base.setdefault(os.path.basename(text), []).append(row)
     bases = [os.path.basename(image.path) for image in part.images]
@@ -297,6 +308,13 @@ def match_rows(part: LabelledSet, rows: list[dict], base: Path) -> dict[str, dic
         if row is not None:
             found[image.path] = row
     return found
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _canonical(path: str) -> str:
@@ -315,11 +333,12 @@ def agreed_settings(rows: list[dict]) -> dict:
 
 # -- files -----------------------------------------------------------------------------------------------------------
 
-PREDICTION_FIELDS = ("path", "mos", "score", "error", "status", "group")
+PREDICTION_FIELDS = ("path", "mos", "score", "error", "status", "group", *SPREAD)
 
 
 def write_predictions(report: EvalReport, path: str | os.PathLike) -> None:
-    """The per-picture table (path, mos, score, error, status, group), written whole then moved into place."""
+    """The per-picture table (path, mos, score, error, status, group, the crops' spread), written whole then
+    moved into place."""
     import csv
 
     from .names import encode_path

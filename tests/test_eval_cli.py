@@ -58,6 +58,7 @@ def test_koniq_layout_outputs_and_the_same_numbers_from_predictions(tmp_path, we
     assert [row["path"] for row in table] == [str(root / "1024x768" / f"{1000 + i}.jpg") for i in range(7)]
     assert [float(row["mos"]) for row in table] == [tiny_sets.mos_of(level) for level in range(7)]
     scores = [float(row["score"]) for row in table]
+    assert all(float(row["score_ci95_low"]) <= float(row["score"]) <= float(row["score_ci95_high"]) for row in table)
     again = evaluate(scores, [float(row["mos"]) for row in table], resamples=200, seed=0)
     for name in METRICS:
         assert report[name] == pytest.approx(again[name], abs=1e-9), name
