@@ -59,6 +59,7 @@ class DGIQAPredictor:
         from .engine import BatchRunner, default_batch_size
         from .scorer import Scorer
 
+        _use_assigned_cpus()
         self.scorer = Scorer(**scorer_options)
         self.runner = BatchRunner(self.scorer, batch_size or default_batch_size(self.scorer.device), workers=0)
         self.settings = self.scorer.settings
@@ -102,6 +103,25 @@ class DGIQAPredictor:
             else:
                 items.append(_cell_item(name, images[i]))
         return items
+
+
+def _use_assigned_cpus() -> None:
+    """Inside a Ray actor, as many torch threads as CPUs the actor was given (rounded up): Ray's default of
+    ``OMP_NUM_THREADS=1`` would leave the cores of a 1.5- or 4-CPU actor idle."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # not in a Ray worker, or an older Ray
+        return
+    if cpus:
+        import math
+
+        import torch
+
+        torch.set_num_threads(max(1, math.ceil(cpus)))
 
 
 class _UnitPredictor(DGIQAPredictor):

@@ -41,7 +41,7 @@ def scorer_options(weights_dir) -> dict:
 
 
 def test_folder_shard_and_parquet_on_ray_score_as_dgiqa_score(tmp_path, weight_args, scorer):
-    pictures = small_pictures(tmp_path / "pics")
+    pictures = small_pictures(tmp_path / "pics", sizes=((240, 320), (300, 200)))
     shard = make_shard(tmp_path / "shards" / "000001.tar", pictures, {"broken.jpg": b"\xff\xd8\xff\xe0garbage"})
     table = make_parquet(tmp_path / "images.parquet", pictures)
     out = tmp_path / "scores"
@@ -58,12 +58,12 @@ def test_folder_shard_and_parquet_on_ray_score_as_dgiqa_score(tmp_path, weight_a
             assert rows[name]["score"] == pytest.approx(expected, abs=1e-5), name
     again = invoke(*args, "--resume")
     assert again.exit_code == 0, again.stderr
-    assert "0 scored, 0 failed, 10 skipped" in " ".join(again.stderr.split())
+    assert "0 scored, 0 failed, 7 skipped" in " ".join(again.stderr.split())
 
 
 def test_a_killed_run_resumes_to_one_row_per_image(tmp_path, weight_args, cluster):
-    pictures = small_pictures(tmp_path / "pics", sizes=((160, 200), (200, 160)))
-    shards = [make_shard(tmp_path / "shards" / f"{i:06d}.tar", pictures) for i in range(5)]
+    pictures = small_pictures(tmp_path / "pics", sizes=((160, 200),))
+    shards = [make_shard(tmp_path / "shards" / f"{i:06d}.tar", pictures) for i in range(4)]
     out = tmp_path / "scores"
     command = [shutil.which("dgiqa"), "batch", *map(str, shards), *weight_args, "--crops", "1", "--batch-size", "1"]
     command += ["--ray", "--ray-address", cluster, "--parquet", str(out), "--quiet"]
@@ -98,13 +98,13 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_
                 os._exit(1)  # the actor's process dies, as an OOM kill or a lost node would end it
             return super().__call__(batch)
 
-    pictures = small_pictures(tmp_path / "pics", sizes=((160, 200), (200, 160)))
+    pictures = small_pictures(tmp_path / "pics", sizes=((160, 200),))
     units = collect_units(
         [str(make_shard(tmp_path / "a.tar", pictures)), str(make_shard(tmp_path / "b.tar", pictures))]
     )
     stats = distributed.run(units, tmp_path / "out", scorer_options(weights_dir), batch_size=1, predictor=CrashingOnce)
     assert marker.exists()
-    assert (stats.scored, stats.failed, stats.incomplete) == (4, 0, [])
+    assert (stats.scored, stats.failed, stats.incomplete) == (2, 0, [])
     rows = read_rows(tmp_path / "out")
     assert sorted(r["path"] for r in rows) == sorted(
         f"{tmp_path}/{s}.tar/sample{i:04d}{p.suffix}" for s in "ab" for i, p in enumerate(pictures)

@@ -108,7 +108,7 @@ def test_parquet_rows_are_read_a_record_batch_at_a_time(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_folder_shard_and_parquet_score_as_dgiqa_score_with_parquet_output(tmp_path, weight_args, scorer):
-    pictures = small_pictures(tmp_path / "pics")
+    pictures = small_pictures(tmp_path / "pics", sizes=((240, 320), (300, 200)))
     shard = make_shard(tmp_path / "shards" / "000001.tar", pictures, {"broken.jpg": b"\xff\xd8\xff\xe0garbage"})
     table = make_parquet(tmp_path / "images.parquet", pictures)
     out = tmp_path / "rows.parquet"
@@ -127,7 +127,7 @@ def test_folder_shard_and_parquet_score_as_dgiqa_score_with_parquet_output(tmp_p
             assert rows[name]["error"] is None
     # a second run with --resume scores nothing and keeps every row once
     again = invoke(*args, "--resume")
-    assert "0 scored, 0 failed, 10 skipped" in " ".join(again.stderr.split())
+    assert "0 scored, 0 failed, 7 skipped" in " ".join(again.stderr.split())
     assert sorted(r["path"] for r in read_rows(out)) == sorted(rows)
 
 
