@@ -59,9 +59,12 @@ class DGIQAPredictor:
         from .engine import BatchRunner, default_batch_size
         from .scorer import Scorer
 
-        _use_assigned_cpus()
+        cpus = _use_assigned_cpus()
         self.scorer = Scorer(**scorer_options)
-        self.runner = BatchRunner(self.scorer, batch_size or default_batch_size(self.scorer.device), workers=0)
+        # On a GPU, threads decode and prepare a batch's pictures in parallel (as many as the actor's CPUs);
+        # on the CPU the networks want every core, and the actor prepares in its own thread.
+        workers = 0 if self.scorer.device.type == "cpu" else max(1, cpus or 4)
+        self.runner = BatchRunner(self.scorer, batch_size or default_batch_size(self.scorer.device), workers=workers)
         self.settings = self.scorer.settings
         self.image_column, self.key_column, self.error_column = image_column, key_column, error_column
 
@@ -105,23 +108,25 @@ class DGIQAPredictor:
         return items
 
 
-def _use_assigned_cpus() -> None:
+def _use_assigned_cpus() -> int | None:
     """Inside a Ray actor, as many torch threads as CPUs the actor was given (rounded up): Ray's default of
-    ``OMP_NUM_THREADS=1`` would leave the cores of a 1.5- or 4-CPU actor idle."""
+    ``OMP_NUM_THREADS=1`` would leave the cores of a 1.5- or 4-CPU actor idle. Returns that number."""
     try:
         import ray
 
         if not ray.is_initialized():
-            return
+            return None
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     except Exception:  # not in a Ray worker, or an older Ray
-        return
-    if cpus:
-        import math
+        return None
+    if not cpus:
+        return None
+    import math
 
-        import torch
+    import torch
 
-        torch.set_num_threads(max(1, math.ceil(cpus)))
+    torch.set_num_threads(max(1, math.ceil(cpus)))
+    return max(1, math.ceil(cpus))
 
 
 class _UnitPredictor(DGIQAPredictor):
