@@ -153,8 +153,7 @@ def collect_units(
     local = [Path(s) for s in specs if not is_url(s) and kind_of(s) in ("file", "folder")]
     files.extend(collect_inputs(local, recursive, pattern, from_list))
     for spec in specs:
-        kind = kind_of(spec)
-        if not is_url(spec) and kind in ("file", "folder"):
+        if not is_url(spec) and kind_of(spec) in ("file", "folder"):
             continue
         for location in _expand(spec) if is_url(spec) else [spec.removeprefix("file://")]:
             kind = kind_of(location)
@@ -176,7 +175,6 @@ def collect_units(
 def _expand(url: str) -> list[str]:
     """A URL as the files it names: itself, the matches of a ``*`` pattern, or the files under a folder."""
     try:
-        import fsspec
         from fsspec.core import url_to_fs
     except ImportError:
         raise SourceError(f"{url}: remote sources need fsspec (pip install fsspec)") from None
@@ -184,7 +182,6 @@ def _expand(url: str) -> list[str]:
         fs, path = url_to_fs(url)
     except (ImportError, ValueError) as exc:  # no backend for the protocol (s3fs, gcsfs, ...)
         raise SourceError(f"{url}: {exc}") from None
-    del fsspec
     protocol = url.split("://", 1)[0]
 
     def unstrip(p: str) -> str:

@@ -127,6 +127,7 @@ def test_folder_shard_and_parquet_score_as_dgiqa_score_with_parquet_output(tmp_p
             assert rows[name]["error"] is None
 
 
+@pytest.mark.slow
 def test_parquet_output_resume_keeps_the_old_rows_and_adds_the_new(tmp_path, weight_args):
     pictures = small_pictures(tmp_path / "pics", sizes=((200, 200), (220, 260)))
     out = tmp_path / "rows.parquet"
@@ -143,6 +144,7 @@ def test_parquet_output_resume_keeps_the_old_rows_and_adds_the_new(tmp_path, wei
     assert other.exit_code == 2 and "crops" in other.stderr
 
 
+@pytest.mark.slow
 def test_sources_in_memory_through_fsspec(tmp_path, weight_args, scorer):
     import fsspec
 
@@ -174,6 +176,7 @@ def test_sources_in_memory_through_fsspec(tmp_path, weight_args, scorer):
         fs.rm("/dgiqa-test", recursive=True)
 
 
+@pytest.mark.slow
 def test_a_shard_over_http(tmp_path, weight_args, scorer):
     pytest.importorskip("aiohttp")
     from hub_server import FileServer
