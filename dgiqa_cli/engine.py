@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .images import DecodedImage, ImageError, read_image
+from .images import DecodedImage, ImageError, decode_image, read_image
 from .scorer import PreparedImage, Scorer, ScoreResult
+from .sources import Item, read_url
 
 log = logging.getLogger("dgiqa")
 
@@ -58,7 +59,12 @@ class RunStats:
 
 
 class BatchRunner:
-    """Scores a stream of paths with a loaded :class:`Scorer`, calling ``on_result`` for each, in order."""
+    """Scores a stream of inputs with a loaded :class:`Scorer`, calling ``on_result`` for each, in order.
+
+    An input is a path, or an :class:`~dgiqa_cli.sources.Item` (a tar member's or a Parquet cell's bytes, a
+    remote file's URL, or an error), decoded by the same hardened decoder a file goes through, so that a
+    picture scores the same wherever it comes from.
+    """
 
     def __init__(
         self,
@@ -77,10 +83,11 @@ class BatchRunner:
         # Enough prepared images in flight to keep the device fed, few enough to bound memory.
         self.prefetch = prefetch or max(2 * batch_size, 4 * workers)
 
-    def prepare(self, path: str) -> PreparedImage | ScoreResult:
+    def prepare(self, item: str | Item) -> PreparedImage | ScoreResult:
         """Worker-side: a prepared image, or the failure row that replaces it."""
+        path = item.name if isinstance(item, Item) else item
         try:
-            image = read_image(path, self.scorer.max_pixels)
+            image = self.decode(item)
             if self.transform is not None:
                 image = self.transform(image)
             return self.scorer.prepare(image, keep_rgb=False)
@@ -89,7 +96,22 @@ class BatchRunner:
         except Exception as exc:  # a decoder bug must not end a run of 100 000 images
             return self.scorer.failure(path, f"could not be prepared ({type(exc).__name__}: {exc})")
 
-    def prepared_stream(self, paths: Iterable[str]) -> Iterator[PreparedImage | ScoreResult]:
+    def decode(self, item: str | Item):
+        if not isinstance(item, Item):
+            return read_image(item, self.scorer.max_pixels)
+        if item.error is not None:
+            raise ImageError(item.name, item.error)
+        if item.data is None and item.url is None:
+            return read_image(item.name, self.scorer.max_pixels)
+        if item.data is None:
+            try:
+                data = read_url(item.url)
+            except OSError as exc:
+                raise ImageError(item.name, f"cannot be read ({type(exc).__name__}: {exc})") from None
+            return decode_image(data, item.name, self.scorer.max_pixels)
+        return decode_image(item.data, item.name, self.scorer.max_pixels)
+
+    def prepared_stream(self, paths: Iterable[str | Item]) -> Iterator[PreparedImage | ScoreResult]:
         """Prepared images (or their failure rows) in input order: from the worker threads, at most
         ``prefetch`` ahead; in this thread, one at a time, with ``workers=0``."""
         if self.workers == 0:
@@ -108,7 +130,7 @@ class BatchRunner:
                 for future in in_flight:
                     future.cancel()
 
-    def run(self, paths: Iterable[str], on_result: Callable[[ScoreResult], None]) -> RunStats:
+    def run(self, paths: Iterable[str | Item], on_result: Callable[[ScoreResult], None]) -> RunStats:
         stats = RunStats()
         pending: list[PreparedImage | ScoreResult] = []
         stream = self.prepared_stream(paths)

@@ -504,6 +504,13 @@ def check_resume(path: str | os.PathLike, settings: dict, csv_safe: bool = False
         if not _looks_jsonl(path) and _csv_header(path) != list(FIELDS):
             raise ResumeError(_old_columns_message(path, _csv_header(path)))
         return
+    check_rows(path, rows, settings)
+
+
+def check_rows(path: str | os.PathLike, rows: list[dict], settings: dict) -> None:
+    """:func:`check_resume` on rows already read (from any kind of output, e.g. Parquet)."""
+    if not rows:
+        return
     missing = [k for k in settings if k not in rows[0]]
     if missing:
         raise ResumeError(_old_columns_message(path, list(rows[0]), missing))

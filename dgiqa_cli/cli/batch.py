@@ -20,6 +20,7 @@ from .common import (
     EXIT_OUTPUT,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    SCORER_OPTIONS,
     BackendOpt,
     CropMode,
     CropModeOpt,
@@ -51,7 +52,13 @@ from .running import check_outputs, check_resumable, open_writers, print_summary
 @app.command()
 def batch(
     folders: Annotated[
-        list[Path] | None, typer.Argument(help="Folders (walked recursively) or image files.", show_default=False)
+        list[str] | None,
+        typer.Argument(
+            help="Folders (walked recursively), image files, WebDataset shards (.tar), Parquet files of image "
+            "bytes (.parquet), or any of these as a URL (s3://, gs://, https://, ...: what fsspec's installed "
+            "backends read; a URL with * is expanded).",
+            show_default=False,
+        ),
     ] = None,
     from_list: Annotated[
         str | None, typer.Option("--from-list", help="Also score the paths in this file, one a line ('-': stdin).")
@@ -66,6 +73,48 @@ def batch(
     jsonl_path: Annotated[
         Path | None, typer.Option("--jsonl", help="Write rows to this JSON Lines file as images finish ('-': stdout).")
     ] = None,
+    parquet_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--parquet",
+            help="Write rows (the CSV's columns) to this Parquet file, put in place when the run ends; with --ray "
+            "a folder, one file per shard / Parquet file / 1000 loose files.",
+        ),
+    ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="Parquet inputs: the column of encoded image bytes. Default: image, jpg, png, ..."),
+    ] = None,
+    key_column: Annotated[
+        str | None,
+        typer.Option(help="Parquet inputs: the column naming each row (FILE/KEY). Default: key, __key__, path, ..."),
+    ] = None,
+    use_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Score on a Ray cluster through ray.data (pip install 'dgiqa\\[ray]'): rows go to --parquet "
+            "FOLDER. The cluster: --ray-address, else $RAY_ADDRESS, else a local one started for the run.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="With --ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT).", show_default=False),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="With --ray: scoring actors (each loads the models once).")
+    ] = 1,
+    num_gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="With --ray: GPUs per actor (0.5: two actors share one). Default: 1 if the cluster has GPUs, else 0.",
+            show_default=False,
+        ),
+    ] = None,
+    num_cpus_per_worker: Annotated[
+        float, typer.Option(min=0.1, help="With --ray: CPUs per actor (its torch threads).")
+    ] = 1.0,
     csv_safe: Annotated[
         bool,
         typer.Option(
@@ -124,15 +173,22 @@ def batch(
       dgiqa batch ./photos --csv scores.csv --summary
 
       find . -name '*.jpg' | dgiqa batch --from-list - --jsonl out.jsonl
+
+      dgiqa batch shards/*.tar images.parquet --parquet scores.parquet
+
+      dgiqa batch 's3://bucket/shards/*.tar' --ray --ray-address auto --concurrency 8 --parquet scores/
+
+    A shard's images are named SHARD/MEMBER (shards/000001.tar/sample7.jpg), a Parquet row FILE/KEY;
+    --resume matches rows on these names.
     """
-    from ..discover import collect_inputs
     from ..export import OutputError, lock_outputs
+    from ..sources import SourceError, collect_units, is_url, iter_items, total_items
 
     setup_logging(quiet)
     folders = folders or []
     if not folders and from_list is None:
         raise fail("give folders or files to score, or --from-list FILE", EXIT_USAGE)
-    missing = [printable(str(f)) for f in folders if not f.exists()]
+    missing = [printable(f) for f in folders if not is_url(f) and not Path(f.removeprefix("file://")).exists()]
     if missing:
         raise fail(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
     if from_list not in (None, "-") and not Path(from_list).is_file():
@@ -141,14 +197,27 @@ def batch(
         raise fail("--heatmaps-worst needs --heatmaps DIR", EXIT_USAGE)
     if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
         raise fail(f"--heatmaps {heatmaps}: exists and is not a folder", EXIT_USAGE)
-    outputs = check_outputs(csv_path, jsonl_path, resume, overwrite)
+    if use_ray:
+        params = locals()
+        scorer_options = {key: params[key] for key in SCORER_OPTIONS}
+        ray_options = {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus_per_worker}
+        ray_options.update(num_cpus=num_cpus_per_worker, batch_size=batch_size)
+        sources = {"recursive": recursive, "pattern": glob, "from_list": from_list}
+        sources.update(image_column=image_column, key_column=key_column)
+        forbidden = {"--csv": csv_path, "--jsonl": jsonl_path, "--heatmaps": heatmaps, "--compile": compile_models}
+        run_on_ray(folders, sources, parquet_path, forbidden, scorer_options, ray_options, resume, overwrite, quiet)
+    outputs = check_outputs(csv_path, jsonl_path, resume, overwrite, parquet_path)
     interrupted = "every finished image has its row; run again with --resume to finish"
     try:
         with lock_outputs([path for path, _ in outputs]), sigterm_as_interrupt():
             if resume:  # what the options alone say, before any model is loaded
                 check_resumable(outputs, {"crops": crops, "crop_mode": crop_mode.value, "seed": seed}, csv_safe)
-            paths = collect_inputs(folders, recursive, glob, from_list)
-            if not paths:
+            try:
+                units = collect_units(folders, recursive, glob, from_list, image_column, key_column)
+                total = total_items(units)
+            except SourceError as exc:
+                raise fail(str(exc), EXIT_USAGE) from None
+            if total == 0:
                 err.print("no images found", highlight=False)
                 raise typer.Exit(EXIT_OK)
             scorer = make_scorer(locals())
@@ -157,13 +226,23 @@ def batch(
             if resume:
                 check_resumable(outputs, scorer.settings, csv_safe)
             writers = open_writers(outputs, resume, scorer.settings, csv_safe)
+            skipped = []
+
+            def already_done(name: str) -> bool:
+                if writers and all(name in done for _, done in writers):
+                    skipped.append(name)
+                    return True
+                return False
+
+            if writers and total is not None:  # the progress bar counts only what is left
+                total -= count_done(units, set.intersection(*(done for _, done in writers)))
             try:
-                todo = [p for p in paths if any(p not in done for _, done in writers)] if writers else paths
-                stats, table_rows, scores_seen = score_paths(scorer, todo, writers, batch_size, workers, quiet)
+                todo = iter_items(units, already_done)
+                stats, table_rows, scores_seen = score_paths(scorer, todo, writers, batch_size, workers, quiet, total)
             finally:
                 for writer, _ in writers:
                     writer.close()
-            stats.skipped = len(paths) - len(todo)
+            stats.skipped = len(skipped)
     except KeyboardInterrupt as exc:
         code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
         err.print(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: {interrupted}", highlight=False)
@@ -205,3 +284,77 @@ def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quie
             progress.advance(task)
     if not quiet:
         err.print(f"heatmaps for {len(paths)} images in {folder}", highlight=False)
+
+
+def count_done(units, done: set[str]) -> int:
+    """How many of ``done`` (names with a row) belong to ``units``, without reading a shard."""
+    files = {f for unit in units if unit.kind == "files" for f in unit.files}
+    prefixes = tuple(f"{unit.location}/" for unit in units if unit.kind != "files")
+    return sum(1 for name in done if name in files or (prefixes and name.startswith(prefixes)))
+
+
+def run_on_ray(specs, sources, folder, forbidden, scorer_options, ray_options, resume, overwrite, quiet) -> None:
+    """``dgiqa batch --ray``: units read and scored on a Ray cluster, one Parquet file per unit in ``folder``."""
+    from ..export import OutputError, ResumeError, lock_outputs
+    from ..sources import SourceError, collect_units, total_items
+
+    given = [name for name, value in forbidden.items() if value]
+    if given:
+        raise fail(f"--ray writes --parquet FOLDER only; drop {', '.join(given)}", EXIT_USAGE)
+    if folder is None:
+        raise fail("--ray needs --parquet FOLDER (one Parquet file per shard, Parquet file or 1000 files)", EXIT_USAGE)
+    if folder.exists() and not folder.is_dir():
+        raise fail(f"--parquet {printable(str(folder))}: with --ray this is a folder, and a file is there", EXIT_USAGE)
+    if folder.is_dir() and any(folder.glob("*.parquet")) and not (resume or overwrite):
+        raise fail(
+            f"{printable(str(folder))} holds rows; add --resume to score only what it lacks, or --overwrite", EXIT_USAGE
+        )
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise fail("--ray needs Ray: pip install 'dgiqa[ray]'", EXIT_USAGE) from None
+    try:
+        units = collect_units(specs, **sources)
+        total = total_items(units)
+    except SourceError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    from .. import distributed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    options = {key: value.value if hasattr(value, "value") else value for key, value in scorer_options.items()}
+    if ray_options["num_gpus"] is None:
+        ray_options["num_gpus"] = 1 if distributed.cluster_gpus(ray_options["address"]) else 0
+    if not ray_options["num_gpus"] and options.get("device") == "auto":
+        options["device"] = "cpu"
+    try:
+        with lock_outputs([folder / ".dgiqa-run"]), sigterm_as_interrupt(), progress_bar(quiet) as progress:
+            if overwrite:
+                for old in folder.glob("*.parquet"):
+                    old.unlink()
+            task = progress.add_task("Scoring (Ray)", total=total, current="")
+
+            def on_rows(rows) -> None:
+                for row in rows:
+                    if row["error"] is not None:
+                        err.print(f"[red]failed:[/] {escape(printable(row['path']))}: {escape(row['error'])}")
+                progress.update(task, advance=len(rows), current=printable(os.path.basename(rows[-1]["path"])))
+
+            stats = distributed.run(units, folder, options, resume=resume, on_rows=on_rows, **ray_options)
+    except KeyboardInterrupt as exc:
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        err.print("interrupted: every finished unit has its file; run again with --resume to finish", highlight=False)
+        raise typer.Exit(code) from None
+    except ResumeError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except OutputError as exc:
+        raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
+    if not quiet:
+        err.print(
+            f"{stats.scored} scored, {stats.failed} failed, {stats.skipped} skipped (already done); "
+            f"{printable(str(folder))}: one Parquet file per unit",
+            highlight=False,
+        )
+    if stats.incomplete:
+        err.print(f"[red]{len(stats.incomplete)} units incomplete[/]: run again with --resume", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_FAILED if stats.failed else EXIT_OK)

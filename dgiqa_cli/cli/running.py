@@ -14,14 +14,26 @@ from ..names import printable
 from .common import EXIT_USAGE, err, fail, progress_bar
 
 
-def check_outputs(csv_path: Path | None, jsonl_path: Path | None, resume: bool, overwrite: bool) -> list:
+def check_outputs(
+    csv_path: Path | None, jsonl_path: Path | None, resume: bool, overwrite: bool, parquet_path: Path | None = None
+) -> list:
     """Check every output before any work (exit 2 on a problem); returns [(path, writer class)]."""
     from ..export import STDOUT, CsvWriter, JsonlWriter, check_writable
 
     outputs = []
-    for path, writer_class in ((csv_path, CsvWriter), (jsonl_path, JsonlWriter)):
+    for path, writer_class in ((csv_path, CsvWriter), (jsonl_path, JsonlWriter), (parquet_path, "parquet")):
         if path is None:
             continue
+        if writer_class == "parquet":
+            if str(path) == STDOUT:
+                raise fail("--parquet cannot go to stdout; give it a file", EXIT_USAGE)
+            try:
+                from ..parquet import ParquetWriter, require_pyarrow
+
+                require_pyarrow()
+            except ImportError as exc:
+                raise fail(str(exc), EXIT_USAGE) from None
+            writer_class = ParquetWriter
         try:
             check_writable(path)
         except OSError as exc:
@@ -40,11 +52,16 @@ def check_outputs(csv_path: Path | None, jsonl_path: Path | None, resume: bool, 
 
 def check_resumable(outputs: list, settings: dict, csv_safe: bool) -> None:
     """With --resume: refuse outputs whose rows were made with other settings (exit 2, naming them)."""
-    from ..export import ResumeError, check_resume
+    from ..export import ResumeError, check_resume, check_rows
 
-    for path, _ in outputs:
+    for path, writer_class in outputs:
         try:
-            check_resume(path, settings, csv_safe)
+            if writer_class.__module__.endswith(".parquet"):
+                from ..parquet import read_rows
+
+                check_rows(path, read_rows(path) if path.is_file() else [], settings)
+            else:
+                check_resume(path, settings, csv_safe)
         except ResumeError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
 
@@ -55,7 +72,12 @@ def open_writers(outputs: list, resume: bool, settings: dict, csv_safe: bool) ->
 
     opened = []
     for path, writer_class in outputs:
-        done = completed_paths(path, csv_safe) if resume else set()
+        if writer_class.__module__.endswith(".parquet"):
+            from ..parquet import completed_paths as parquet_paths
+
+            done = parquet_paths(path) if resume else set()
+        else:
+            done = completed_paths(path, csv_safe) if resume else set()
         options = {"csv_safe": csv_safe} if writer_class is CsvWriter else {}
         opened.append((writer_class(path, append=resume, settings=settings, **options), done))
     return opened
@@ -78,9 +100,12 @@ def print_summary(stats, results_for_summary, lowest: int, detailed: bool) -> No
         err.print(f"  {score_value:.4f}  {escape(printable(path))}", highlight=False)
 
 
-def score_paths(scorer, todo: list[str], writers: list, batch_size: int | None, workers: int | None, quiet: bool):
-    """Score ``todo`` through the batch engine, rows to ``writers`` as they finish; returns (stats, table rows,
-    (score, path) pairs). Without writers the rows are kept for the table printed at the end."""
+def score_paths(
+    scorer, todo, writers: list, batch_size: int | None, workers: int | None, quiet: bool, total: int | None = None
+):
+    """Score ``todo`` (paths, or :class:`~dgiqa_cli.sources.Item` s) through the batch engine, rows to ``writers``
+    as they finish; returns (stats, table rows, (score, path) pairs). Without writers the rows are kept for the
+    table printed at the end. ``total``: how many ``todo`` holds, where it is an iterator (None: unknown)."""
     from ..engine import BatchRunner, default_batch_size, default_workers
 
     runner = BatchRunner(
@@ -103,7 +128,7 @@ def score_paths(scorer, todo: list[str], writers: list, batch_size: int | None, 
         progress.update(task, advance=1, current=printable(os.path.basename(result.path)))
 
     with progress_bar(quiet) as progress:
-        task = progress.add_task("Scoring", total=len(todo), current="")
+        task = progress.add_task("Scoring", total=len(todo) if isinstance(todo, list) else total, current="")
         stats = runner.run(todo, on_result)
     return stats, table_rows, scores_seen
 
