@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .images import ImageError, read_image
+from .images import DecodedImage, ImageError, read_image
 from .scorer import PreparedImage, Scorer, ScoreResult
 
 log = logging.getLogger("dgiqa")
@@ -60,10 +60,18 @@ class RunStats:
 class BatchRunner:
     """Scores a stream of paths with a loaded :class:`Scorer`, calling ``on_result`` for each, in order."""
 
-    def __init__(self, scorer: Scorer, batch_size: int = 8, workers: int = 4, prefetch: int | None = None):
+    def __init__(
+        self,
+        scorer: Scorer,
+        batch_size: int = 8,
+        workers: int = 4,
+        prefetch: int | None = None,
+        transform: Callable[[DecodedImage], DecodedImage] | None = None,
+    ):
         if batch_size < 1 or workers < 0:
             raise ValueError("--batch-size must be at least 1 and --workers at least 0")
         self.scorer = scorer
+        self.transform = transform  # applied to each decoded picture, in the workers (e.g. SPAQ's usual resize)
         self.batch_size = batch_size
         self.workers = workers
         # Enough prepared images in flight to keep the device fed, few enough to bound memory.
@@ -72,7 +80,10 @@ class BatchRunner:
     def prepare(self, path: str) -> PreparedImage | ScoreResult:
         """Worker-side: a prepared image, or the failure row that replaces it."""
         try:
-            return self.scorer.prepare(read_image(path, self.scorer.max_pixels), keep_rgb=False)
+            image = read_image(path, self.scorer.max_pixels)
+            if self.transform is not None:
+                image = self.transform(image)
+            return self.scorer.prepare(image, keep_rgb=False)
         except ImageError as exc:
             return self.scorer.failure(path, exc.reason)
         except Exception as exc:  # a decoder bug must not end a run of 100 000 images

@@ -42,6 +42,15 @@ def resize_short_side(img: np.ndarray, short_side: int = SHORT_SIDE) -> np.ndarr
     return cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
+def shrink_short_side(img: np.ndarray, short_side: int) -> np.ndarray:
+    """Shrink (never enlarge) so that the shorter side is ``short_side``, area-averaged (no aliasing)."""
+    height, width = img.shape[:2]
+    if min(height, width) <= short_side:
+        return img
+    new_h, new_w = short_side_size(height, width, short_side)
+    return cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
 def resize_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize to exactly (H, W), aspect ratio not kept, as torchvision's ``Resize((H, W))`` on a PIL image.
 

@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -152,6 +153,51 @@ BackendOpt = Annotated[
         show_default=False,
     ),
 ]
+# Options shared by every command that reads human ratings (eval, finetune).
+DatasetsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Data-set folders as distributed: KonIQ-10k, KADID-10k, LIVE Challenge or SPAQ (recognised by "
+        "their ratings file).",
+        show_default=False,
+    ),
+]
+LabelsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--labels",
+        help="A CSV or Parquet file of ratings: columns path and mos (see --path-column, --mos-column), optional "
+        "split and group. Paths are relative to the file, or to --root. Repeat for several sets.",
+        show_default=False,
+    ),
+]
+RootOpt = Annotated[
+    Path | None, typer.Option(help="Folder that --labels paths are relative to (default: the labels file's).")
+]
+PathColumnOpt = Annotated[str, typer.Option(help="Column of --labels holding picture paths.")]
+MosColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Column holding the ratings. Default: mos for --labels; the data set's own (KonIQ-10k: MOS, "
+        "KADID-10k: dmos, SPAQ: MOS) for folders, e.g. MOS_zscore for KonIQ-10k on 0-100.",
+        show_default=False,
+    ),
+]
+SplitColumnOpt = Annotated[str, typer.Option(help="Column of --labels naming each picture's split (optional).")]
+GroupColumnOpt = Annotated[
+    str,
+    typer.Option(
+        help="Column of --labels naming each picture's group, e.g. its reference picture (optional): "
+        "resampling and splits keep a group together."
+    ),
+]
+LowerIsBetterOpt = Annotated[
+    bool, typer.Option("--lower-is-better", help="The ratings are DMOS-style: a lower number is a better picture.")
+]
+SpaqResizeOpt = Annotated[
+    bool,
+    typer.Option(help="SPAQ: score its photos shrunk to 512 pixels on the short side, as the usual protocol does."),
+]
 MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (protects memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings on stderr.")]
 
@@ -280,13 +326,21 @@ def render_table(results, scorer) -> Table:
     table = Table(title=f"{scorer.arch} · {scorer.model_name}", show_lines=False, header_style="bold")
     table.add_column("image", overflow="fold")
     table.add_column(f"score ({scale})", justify="right")
-    table.add_column("95% of mean", justify="right")  # how far another draw of crops could move the score
+    spread = any(r.ok and r.score_ci95_low is not None for r in results)
+    if spread:  # how far another draw of crops could move the score (none with one crop)
+        table.add_column("95% of mean", justify="right")
     table.add_column("size", justify="right")
     table.add_column("note", overflow="fold")
     for r in results:
         if r.ok:
-            spread = "" if r.score_ci95_low is None else f"{r.score_ci95_low:.4f}–{r.score_ci95_high:.4f}"
-            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", spread, f"{r.width}x{r.height}", "")
+            interval = (
+                []
+                if not spread
+                else ["" if r.score_ci95_low is None else f"{r.score_ci95_low:.4f}–{r.score_ci95_high:.4f}"]
+            )
+            table.add_row(escape(printable(r.path)), f"{r.score:.4f}", *interval, f"{r.width}x{r.height}", "")
         else:
-            table.add_row(escape(printable(r.path)), "[red]-[/]", "", "", f"[red]{escape(r.error)}[/]")
+            table.add_row(
+                escape(printable(r.path)), "[red]-[/]", *([""] if spread else []), "", f"[red]{escape(r.error)}[/]"
+            )
     return table

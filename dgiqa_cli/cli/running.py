@@ -106,3 +106,24 @@ def score_paths(scorer, todo: list[str], writers: list, batch_size: int | None, 
         task = progress.add_task("Scoring", total=len(todo), current="")
         stats = runner.run(todo, on_result)
     return stats, table_rows, scores_seen
+
+
+def load_labelled(datasets, labels, root, path_column, mos_column, split_column, group_column, lower, spaq_resize):
+    """Every labelled set named on the command line, data-set folders first; a problem is a usage error."""
+    from ..labels import LabelsError, load_labels
+
+    sets = []
+    columns = {"path_column": path_column, "mos_column": mos_column}
+    columns.update(split_column=split_column, group_column=group_column, lower_is_better=lower)
+    try:
+        for folder in datasets or []:
+            sets.append(
+                load_labels(dataset=folder, mos_column=mos_column, lower_is_better=lower, spaq_resize=spaq_resize)
+            )
+        for file in labels or []:
+            sets.append(load_labels(file, root=root, **columns))
+    except LabelsError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    if not sets:
+        raise fail("give data-set folders, or ratings with --labels FILE", EXIT_USAGE)
+    return sets
