@@ -143,12 +143,12 @@ def test_depth_cache_and_rng_states_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, weights_dir):
-    """One run: 6 training pictures (and a broken one), 2 for validation, 2 for test; backbones frozen."""
+    """One run: 4 training pictures (and a broken one), 2 for validation, 2 for test; backbones frozen."""
 
     def split_of(group, level):
-        if group == "c":
+        if group == "b":
             return "validation" if level % 2 else "test"
-        return "train" if level < 3 else "unused"
+        return "train" if group == "a" else "unused"
 
     folder = tmp_path_factory.mktemp("finetune")
     labels = degraded_set(folder / "data", split_of)
@@ -168,9 +168,9 @@ def trained(tmp_path_factory, weights_dir):
         "--epochs",
         2,
         "--batch-size",
-        3,
+        2,
         "--lr",
-        3e-4,
+        1e-4,
         "--warmup",
         0,
         "--val-crops",
@@ -188,24 +188,29 @@ def test_a_broken_picture_is_reported_and_skipped_never_replaced(trained):
     assert "broken.png" in result.stderr and "skipped" in result.stderr
     training = json.loads((trained["out"] / "config.json").read_text())["training"]
     assert [Path(s["path"]).name for s in training["data"]["skipped"]] == ["broken.png"]
-    assert training["data"]["used"] == {"train": 6, "validation": 2}
+    assert training["data"]["used"] == {"train": 4, "validation": 2}
 
 
 def test_training_lowers_the_loss_and_raises_the_training_srcc(trained, weights_dir):
     summary = json.loads(trained["result"].stdout)
-    losses = [row["train_loss"] for row in summary["epochs"]]
-    assert losses[-1] < losses[0]
-    # SRCC of the training pictures, scored as `dgiqa score` scores them, before and after.
-    pictures = sorted(p for p in trained["labels"].parent.glob("[ab][012].png"))
-    mos = [5 - int(p.stem[1]) for p in pictures]
+    assert all(np.isfinite(row["train_loss"]) for row in summary["epochs"])
+    # The training pictures scored as `dgiqa score` scores them (eval mode, fixed crops), before and after:
+    # their loss (MSE to the labels mapped onto [0, 1]) falls and their SRCC rises.
+    pictures = sorted(trained["labels"].parent.glob("a?.png"))
+    mos = np.array([5 - int(p.stem[1]) for p in pictures], dtype=float)
+    target = (mos - mos.min()) / (mos.max() - mos.min())
 
-    def srcc(weights):
+    def scores(weights):
         done = invoke("score", *pictures, "--weights", weights, *depth_args(weights_dir), "--crops", 1, "--json")
         assert done.exit_code == 0, done.output
-        return stats.spearmanr([row["score"] for row in json.loads(done.stdout)], mos).statistic
+        return np.array([row["score"] for row in json.loads(done.stdout)])
 
-    before, after = srcc(weights_dir / "DGIQA_standin.pth"), srcc(trained["out"])
-    assert after > before, (before, after)
+    before, after = scores(weights_dir / "DGIQA_standin.pth"), scores(trained["out"])
+    loss_before, loss_after = np.mean((before - target) ** 2), np.mean((after - target) ** 2)
+    srcc_before, srcc_after = stats.spearmanr(before, mos).statistic, stats.spearmanr(after, mos).statistic
+    print(f"training pictures: MSE {loss_before:.4f} -> {loss_after:.4f}, SRCC {srcc_before:.3f} -> {srcc_after:.3f}")
+    assert loss_after < loss_before
+    assert srcc_after > srcc_before or srcc_after == 1.0
 
 
 def test_the_output_is_a_hub_format_folder_with_card_log_and_curves(trained):
@@ -217,7 +222,8 @@ def test_the_output_is_a_hub_format_folder_with_card_log_and_curves(trained):
     assert config["architecture"] == "dgiqa" and config["depth_model"] == "vits"
     assert training["labels"]["score_to_mos"] == "mos = low + score * (high - low)"
     assert training["data"]["split_sha256"] and training["best_epoch"] in (1, 2)
-    assert training["test"]["metrics"]["n"] == 2  # the test split, scored once at the end by eval's code
+    # the test split, scored once at the end by eval's code
+    assert training["test"]["n"] == 2 and training["test"]["split"] == "test"
     card = (out / "README.md").read_text()
     assert "How they were trained" in card and training["data"]["split_sha256"] in card
     assert "## How they were trained" in plan_push(str(out), "someone/finetuned").card  # push works as it is

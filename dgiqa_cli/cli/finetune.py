@@ -215,7 +215,7 @@ def finetune(
         "out": str(result.out),
         "best_epoch": result.best_epoch,
         "validation": {k: v for k, v in result.validation.items() if k.startswith("val")},
-        "test": (result.test or {}).get("metrics"),
+        "test": result.test,
         "split_sha256": result.split.sha256,
         "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
         "epochs": result.rows,
@@ -224,7 +224,7 @@ def finetune(
         out.print_json(json.dumps(summary, default=str, allow_nan=True).replace("NaN", "null"))
     elif not quiet:
         test = summary["test"] or {}
-        test_text = f", test SRCC {test['srcc']:.3f} (n={test.get('n', '?')})" if "srcc" in test else ""
+        test_text = f", test SRCC {test['srcc']:.3f} (n={test.get('n', '?')})" if test.get("srcc") is not None else ""
         err.print(
             f"chose epoch {result.best_epoch} (validation SRCC {result.validation['val_srcc']:.3f}){test_text}; "
             f"weights in {escape(str(result.out))}: dgiqa score IMAGE --weights {escape(str(result.out))}",

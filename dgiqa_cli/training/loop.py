@@ -180,13 +180,14 @@ class Run:
         self.scale = data.LabelScale(low, high, self.labelled.lower_is_better, bounded=self.arch == "dgiqa")
         self.depth_stage = None
         self.cache = None
+        self.scratch = None  # without the cache: depth pictures live in a scratch folder, remade every epoch
         if self.arch == "dgiqa":
             self.depth_stage = data.DepthStage(self.initial.depth.network, self.device)
             folder = Path(s.cache_dir) if s.cache_dir else default_cache_dir()
             if not s.depth_cache:
                 import tempfile
 
-                folder = Path(tempfile.mkdtemp(prefix="dgiqa-depth-", dir=self.out))
+                folder = self.scratch = Path(tempfile.mkdtemp(prefix=".depth-scratch-", dir=self.out))
             self.cache = data.DepthCache(folder, self.initial.depth.sha256)
         self.train, skipped_train = self.prepare(train, "Reading training pictures")
         self.validation, skipped_val = self.prepare(validation, "Reading validation pictures")
@@ -306,6 +307,15 @@ class Run:
 
     def run(self) -> FinetuneResult:
         self.set_up()
+        try:
+            return self.epochs()
+        finally:
+            if self.scratch is not None:
+                import shutil
+
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def epochs(self) -> FinetuneResult:
         s = self.settings
         rows, best_epoch, best_srcc, start = [], None, -math.inf, 0
         if self.checkpoint is not None:
@@ -382,9 +392,15 @@ class Run:
             precision="fp32",
             backend="torch",
         )
-        self.events.stage("Test split (dgiqa eval)", 0)
-        evaluated = evaluate_scorer(scorer, self.labelled, split="test", quiet=True)
-        return {"metrics": evaluated.metrics, "protocol": evaluated.protocol}
+        self.events.stage("Test split (dgiqa eval)", len(self.labelled.select("test").images))
+        done = []
+
+        def on_result(result) -> None:
+            done.append(result)
+            self.events.advance(len(done))
+
+        evaluated = evaluate_scorer(scorer, self.labelled, split="test", workers=0, on_result=on_result)
+        return evaluated.as_json()
 
     def weights_config(self, rows: list[dict], best_epoch: int | None, test: dict | None) -> dict:
         s = self.settings

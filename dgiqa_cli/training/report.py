@@ -98,7 +98,7 @@ def weights_config(name: str, initial, training: dict) -> dict:
 
 def write_config(folder: Path, config: dict) -> None:
     """``config.json`` and the model card made from it (``dgiqa weights push`` makes the same card)."""
-    text = json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"
+    text = json.dumps(clean_floats(config), indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"
     _atomic_write(folder / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))
     card = model_card(json.loads(text), f"local/{config['name']}")
     _atomic_write(folder / CARD_FILE, lambda f: f.write(card.encode("utf-8")))

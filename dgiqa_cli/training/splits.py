@@ -61,7 +61,8 @@ def make_split(images, val_fraction: float, seed: int) -> Split:
     """The split for ``images`` (:class:`LabelledImage` s, in the labels' order)."""
     given = {image.split for image in images}
     train_pool = [image for image in images if image.split in (None, "train")]
-    assignment = {image.path: image.split if image.split in SPLITS else "train" for image in images}
+    # Pictures of other splits (say "unused") take no part; pictures with no split are training pictures.
+    assignment = {image.path: image.split if image.split in SPLITS else image.split or "train" for image in images}
     if "validation" in given:
         return Split(assignment, "the labels' validation split")
     if not 0 < val_fraction < 1:

@@ -190,8 +190,8 @@ def training_section(training: dict) -> list[str]:
         lines.append(f"| validation {key.removeprefix('val_')} | {_metric(value)} |")
     test = training.get("test")
     if test:
-        for key, value in (test.get("metrics") or {}).items():
-            if isinstance(value, int | float):
+        for key, value in test.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 lines.append(f"| test {key} | {_metric(value)} |")
     else:
         lines.append("| test | none (the labels have no test split) |")
