@@ -129,6 +129,13 @@ def finetune(
     val_crops: Annotated[int, typer.Option(min=1, help="Official crops per validation picture.")] = 5,
     eval_crops: Annotated[int, typer.Option(min=1, help="Crops per test picture in the final evaluation.")] = 20,
     flip: Annotated[bool, typer.Option(help="Random horizontal flips of the training crops (and depth crops).")] = True,
+    update_bn_stats: Annotated[
+        bool,
+        typer.Option(
+            help="Re-estimate BatchNorm statistics from the training batches (default: keep them; "
+            "batches of a few crops are too small). Their scale and shift train either way."
+        ),
+    ] = False,
     depth_cache: Annotated[
         bool, typer.Option(help="Keep each picture's depth map on disk ($DGIQA_CACHE/depth-maps), made once.")
     ] = True,
@@ -156,6 +163,7 @@ def finetune(
     from ..training import FinetuneError, FinetuneSettings
     from ..training.checkpoint import CheckpointError
     from ..training.loop import Run
+    from ..training.report import clean_floats
 
     setup_logging(quiet)
     if (labels is None) == (dataset is None):
@@ -194,6 +202,7 @@ def finetune(
         val_crops=val_crops,
         eval_crops=eval_crops,
         flip=flip,
+        update_bn_stats=update_bn_stats,
         workers=workers,
         device=device,
         depth_cache=depth_cache,
@@ -221,7 +230,7 @@ def finetune(
         "epochs": result.rows,
     }
     if as_json:
-        out.print_json(json.dumps(summary, default=str, allow_nan=True).replace("NaN", "null"))
+        out.print_json(json.dumps(clean_floats(summary), default=str))
     elif not quiet:
         test = summary["test"] or {}
         test_text = f", test SRCC {test['srcc']:.3f} (n={test.get('n', '?')})" if test.get("srcc") is not None else ""

@@ -48,6 +48,7 @@ RESUME_FIXED = (
     "val_fraction",
     "val_crops",
     "flip",
+    "update_bn_stats",
 )
 
 
@@ -77,6 +78,7 @@ class FinetuneSettings:
     val_crops: int = 5
     eval_crops: int = 20
     flip: bool = True
+    update_bn_stats: bool = False
     workers: int = 0
     device: str = "auto"
     depth_cache: bool = True
@@ -250,7 +252,7 @@ class Run:
         batches = data.loader(
             data.CropSet(self.train, plan, self.arch, self.initial.input_size, self.cache), s.batch_size, s.workers
         )
-        set_train_mode(self.network, self.frozen)
+        set_train_mode(self.network, self.frozen, s.update_bn_stats)
         self.events.stage(f"Epoch {epoch + 1}/{s.epochs}", len(plan))
         losses, preds, targets, done = [], [], [], 0
         batch_count = len(batches)
@@ -317,10 +319,11 @@ class Run:
 
     def epochs(self) -> FinetuneResult:
         s = self.settings
-        rows, best_epoch, best_srcc, start = [], None, -math.inf, 0
+        rows, best_epoch, best_srcc, best_loss, start = [], None, -math.inf, math.inf, 0
         if self.checkpoint is not None:
             start, rows = self.restore(self.checkpoint)
             best_epoch, best_srcc = self.checkpoint["best_epoch"], self.checkpoint["best_srcc"]
+            best_loss = rows[best_epoch - 1]["val_loss"] if best_epoch else math.inf
             self.events.message(f"resuming after epoch {start} of {s.epochs}")
         for epoch in range(start, s.epochs):
             began = time.perf_counter()
@@ -330,9 +333,14 @@ class Run:
             row.update(self.validate())
             row["seconds"] = time.perf_counter() - began
             row["train_images_per_s"] = row["train_images"] / train_seconds
-            improved = not math.isnan(row["val_srcc"]) and row["val_srcc"] > best_srcc
+            # The best validation SRCC; a tie goes to the lower validation loss. Never the test split.
+            srcc = row["val_srcc"]
+            improved = not math.isnan(srcc) and (
+                srcc > best_srcc or (srcc == best_srcc and row["val_loss"] < best_loss)
+            )
             if improved or best_epoch is None:
-                best_epoch, best_srcc = epoch + 1, row["val_srcc"] if improved else best_srcc
+                best_epoch, best_srcc = epoch + 1, srcc if improved else best_srcc
+                best_loss = row["val_loss"]
                 report.write_weights(self.out, self.network, self.weights_config(rows + [row], best_epoch, None))
             row["best"] = best_epoch == epoch + 1
             rows.append(row)

@@ -131,9 +131,18 @@ def freeze(network: nn.Module, arch: str, spec: str) -> list[str]:
     return names
 
 
-def set_train_mode(network: nn.Module, frozen: list[str]) -> None:
-    """Train mode for what trains; eval mode (no dropout, fixed BatchNorm statistics) for frozen modules."""
+def set_train_mode(network: nn.Module, frozen: list[str], update_bn_stats: bool = False) -> None:
+    """Train mode for what trains; eval mode (no dropout, fixed BatchNorm statistics) for frozen modules.
+
+    BatchNorm layers keep their running statistics unless ``update_bn_stats``: fine-tuning batches (a few
+    crops) are far too small to estimate them, and train-mode statistics of two crops make the trained network
+    another function than the one scoring runs. Their scale and shift still train.
+    """
     network.train()
     modules = dict(network.named_modules())
     for n in frozen:
         modules[n].eval()
+    if not update_bn_stats:
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
