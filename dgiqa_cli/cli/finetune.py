@@ -19,8 +19,14 @@ from .common import (
     DepthModelOpt,
     DepthWeightsOpt,
     DeviceOpt,
+    GroupColumnOpt,
+    LowerIsBetterOpt,
     ModelOpt,
+    MosColumnOpt,
+    PathColumnOpt,
     QuietOpt,
+    RootOpt,
+    SplitColumnOpt,
     Terminated,
     app,
     err,
@@ -32,20 +38,21 @@ from .common import (
     weights_errors,
 )
 
-# Labelled-data options, named as `dgiqa eval` names them (the lead moves them to common.py).
-LabelsOpt = Annotated[
-    Path | None, typer.Option(help="Labels file (CSV or Parquet) with columns path, mos, and optionally split, group.")
+# One set of ratings: a single labels file or data-set folder (eval's --labels and folders may be repeated).
+OneLabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="A CSV or Parquet file of ratings: columns path and mos, optional split and group.",
+        show_default=False,
+    ),
 ]
 DatasetOpt = Annotated[
     Path | None,
-    typer.Option(help="A data-set folder in its native layout (KonIQ-10k, KADID-10k, LIVE Challenge, SPAQ)."),
+    typer.Option(
+        help="A data-set folder as distributed (KonIQ-10k, KADID-10k, LIVE Challenge, SPAQ).", show_default=False
+    ),
 ]
-RootOpt = Annotated[Path | None, typer.Option(help="Folder the labels' paths are relative to (default: the file's).")]
-PathColumnOpt = Annotated[str, typer.Option(help="Column of the labels file naming the picture.")]
-MosColumnOpt = Annotated[str | None, typer.Option(help="Column holding the MOS (default: mos).", show_default=False)]
-SplitColumnOpt = Annotated[str, typer.Option(help="Column naming each picture's split: train, validation, test.")]
-GroupColumnOpt = Annotated[str, typer.Option(help="Column grouping pictures (e.g. their reference picture).")]
-LowerIsBetterOpt = Annotated[bool, typer.Option("--lower-is-better", help="The labels are DMOS: lower is better.")]
 
 
 class TrainPrecision(str, Enum):
@@ -84,7 +91,7 @@ class ProgressEvents:
 @app.command()
 def finetune(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: the Hub-format weights and the run's logs.")],
-    labels: LabelsOpt = None,
+    labels: OneLabelsOpt = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
     path_column: PathColumnOpt = "path",
