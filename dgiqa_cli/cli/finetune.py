@@ -166,6 +166,7 @@ def finetune(
 
       dgiqa score photo.jpg --weights my-model
     """
+    from ..images import ImageError
     from ..labels import load_labels
     from ..training import FinetuneError, FinetuneSettings
     from ..training.checkpoint import CheckpointError
@@ -221,6 +222,8 @@ def finetune(
             result = run.run()
     except (FinetuneError, CheckpointError, ValueError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    except ImageError as exc:  # a picture that changed or vanished after it was read once: stop, never replace it
+        raise fail(f"{exc}; the last finished epoch is in --out, continue with --resume", EXIT_FAILED) from None
     except KeyboardInterrupt as exc:
         checkpoint = out_dir / "checkpoint.pt"
         where = f"the last finished epoch is saved in {checkpoint}" if checkpoint.exists() else "no epoch finished"

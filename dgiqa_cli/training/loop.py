@@ -247,7 +247,7 @@ class Run:
             import shutil
 
             shutil.rmtree(self.cache.folder, ignore_errors=True)
-            self.prepare(self.train, "Depth maps (no cache)")
+            self.prepare(self.train + self.validation, "Depth maps (no cache)")
         plan = data.epoch_plan(self.train, s.seed, epoch, s.flip)
         batches = data.loader(
             data.CropSet(self.train, plan, self.arch, self.initial.input_size, self.cache), s.batch_size, s.workers
