@@ -98,8 +98,14 @@ def model_card(config: dict, repo: str) -> str:
         "",
         f"{config.get('description') or arch}.",
         "",
-        f"Architecture: {_arch_text(arch)}. Converted for `dgiqa`, a command line and Python tool for "
-        "blind image quality; the tensors are the source checkpoint's, unchanged.",
+        f"Architecture: {_arch_text(arch)}. "
+        + (
+            f"Fine-tuned with `dgiqa finetune` from `{source.get('file', '?')}`"
+            if config.get("training")
+            else "Converted for `dgiqa`, a command line and Python tool for blind image quality; the tensors are "
+            "the source checkpoint's, unchanged"
+        )
+        + ".",
         "",
         "| | |",
         "|---|---|",
@@ -132,6 +138,18 @@ def model_card(config: dict, repo: str) -> str:
         f"Licence of the source weights: {source.get('license') or 'not stated; ask the authors before reuse'}. "
         "The conversion changes the file format only, so these weights carry the same terms.",
         "",
+        *(training_section(config["training"]) if config.get("training") else conversion_section(conversion)),
+        "## Citation",
+        "",
+        config.get("citation") or "See the source repository.",
+        "",
+    ]
+    front = card_data(config).to_yaml(original_order=_YAML_ORDER)
+    return str(ModelCard(f"---\n{front}\n---\n" + "\n".join(lines)))
+
+
+def conversion_section(conversion: dict) -> list[str]:
+    return [
         "## How they were converted",
         "",
         f"With {conversion.get('tool', 'dgiqa')} (`dgiqa weights import`)"
@@ -140,13 +158,49 @@ def model_card(config: dict, repo: str) -> str:
         "",
         *[f"1. {step}" for step in conversion.get("steps", [])],
         "",
-        "## Citation",
-        "",
-        config.get("citation") or "See the source repository.",
-        "",
     ]
-    front = card_data(config).to_yaml(original_order=_YAML_ORDER)
-    return str(ModelCard(f"---\n{front}\n---\n" + "\n".join(lines)))
+
+
+def training_section(training: dict) -> list[str]:
+    """How fine-tuned weights were made (``dgiqa finetune``): data, split, settings, chosen epoch, metrics."""
+    data, labels, settings = training.get("data", {}), training.get("labels", {}), training.get("settings", {})
+    counts = data.get("counts", {})
+    used = data.get("used", {})
+    lines = [
+        "## How they were trained",
+        "",
+        f"With `dgiqa finetune` from `{(training.get('init') or {}).get('spec', '?')}`"
+        f" (sha256 `{(training.get('init') or {}).get('sha256')}`).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| training data | {data.get('name', '?')} (`{data.get('source', '')}`) |",
+        f"| split | {counts.get('train', 0)} train, {counts.get('validation', 0)} validation, "
+        f"{counts.get('test', 0)} test; {data.get('split_origin', '')}; sha256 `{data.get('split_sha256')}` |",
+        f"| pictures used | {used.get('train', 0)} train, {used.get('validation', 0)} validation; "
+        f"{len(data.get('skipped', []))} unreadable, skipped |",
+        f"| labels | MOS {labels.get('mos_low')} to {labels.get('mos_high')}"
+        f"{' (lower is better)' if labels.get('lower_is_better') else ''}; back to the data's scale: "
+        f"`{labels.get('score_to_mos', '')}` |",
+        f"| frozen | {', '.join(training.get('frozen') or []) or 'nothing'} |",
+        f"| precision, device | {training.get('precision')}, {training.get('device')} |",
+        f"| chosen epoch | {training.get('best_epoch')} of {training.get('epochs_run')} (best validation SRCC) |",
+    ]
+    for key, value in (training.get("validation") or {}).items():
+        lines.append(f"| validation {key.removeprefix('val_')} | {_metric(value)} |")
+    test = training.get("test")
+    if test:
+        for key, value in test.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                lines.append(f"| test {key} | {_metric(value)} |")
+    else:
+        lines.append("| test | none (the labels have no test split) |")
+    lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
+    return lines
+
+
+def _metric(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _options_text(options: dict) -> str:

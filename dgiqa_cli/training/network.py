@@ -1,0 +1,148 @@
+"""The network training starts from (``--init``), its depth stage, and which of its modules train (``--freeze``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..models import DEPTH_ENCODERS, build_model
+from ..weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
+from ..weights.registry import depth_entry_for_arch
+
+FAMILIES = ("dgiqa", "life-iqa")
+IMAGENET = "imagenet"
+LIFE_IQA_INPUT_SIZE = (512, 384)  # (H, W), Life-IQA's KonIQ frame
+# timm backbones that ImageNet initialisation loads, and the modules they go to.
+IMAGENET_BACKBONES = {
+    "dgiqa": ("swin_tiny_patch4_window7_224.ms_in1k", ("backbone", "depth_backbone")),
+    "life-iqa": ("swin_base_patch4_window7_224.ms_in22k_ft_in1k", ("pretrain_model",)),
+}
+# What ``--freeze backbones`` freezes: the Swin backbones (Life-IQA's stages are registered twice, as the authors').
+BACKBONES = {"dgiqa": ("backbone", "depth_backbone"), "life-iqa": ("pretrain_model", "backbone_stages")}
+
+
+@dataclass
+class Initial:
+    """Where training starts: the network, what it is, and (DGIQA) the frozen depth network."""
+
+    network: nn.Module
+    arch: str
+    label: str  # how --init named it
+    sha256: str | None  # of the weights file (None for ImageNet backbones)
+    model_config: dict
+    input_size: tuple[int, int]
+    card: object | None  # RegistryEntry of the initial weights
+    depth: LoadedNetwork | None
+    depth_model: str | None
+
+
+def load_initial(
+    init: str,
+    *,
+    model: str | None = None,
+    depth_model: str | None = None,
+    depth_weights: str | None = None,
+    backbone_weights: str | None = None,
+) -> Initial:
+    """``init``: a registry name, a file, a Hub-format folder, ``hf://...``, or ``imagenet`` (timm's ImageNet
+    backbones, downloaded from the Hub unless ``backbone_weights`` names a local file of them)."""
+    if model is not None and model not in FAMILIES:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}")
+    if init == IMAGENET:
+        arch = model or "dgiqa"
+        network = build_model(arch)
+        load_imagenet_backbones(network, arch, backbone_weights)
+        initial = Initial(network, arch, IMAGENET, None, {}, LIFE_IQA_INPUT_SIZE, None, None, None)
+        trained_with = AUTHORS_DEPTH_MODEL
+    else:
+        if backbone_weights is not None:
+            raise ValueError("--backbone-weights is for --init imagenet")
+        loaded = load_network(init, "model")
+        if loaded.arch not in FAMILIES or (model is not None and loaded.arch != model):
+            wanted = model or "DGIQA or Life-IQA"
+            raise WeightsError(f"{loaded.label}: holds {loaded.arch} weights, not {wanted} weights")
+        config = loaded.card.config
+        initial = Initial(
+            loaded.network,
+            loaded.arch,
+            loaded.label,
+            loaded.sha256,
+            dict(config.get("model", {})),
+            tuple(config.get("input_size", LIFE_IQA_INPUT_SIZE)),
+            loaded.card,
+            None,
+            None,
+        )
+        trained_with = loaded.card.depth_model or AUTHORS_DEPTH_MODEL
+    if initial.arch == "dgiqa":
+        name = depth_model or trained_with
+        if name not in DEPTH_ENCODERS:
+            raise ValueError(f"unknown depth model {name!r}; choose one of {', '.join(DEPTH_ENCODERS)}")
+        spec = depth_weights or depth_entry_for_arch(name).name
+        initial.depth = load_network(spec, "depth", arch=f"depth-anything-{name}")
+        initial.depth_model = name
+    elif depth_model or depth_weights:
+        raise ValueError("--depth-model and --depth-weights are for DGIQA; Life-IQA has no depth stage")
+    return initial
+
+
+def load_imagenet_backbones(network: nn.Module, arch: str, backbone_weights: str | None) -> None:
+    """Put timm's ImageNet weights into the model's Swin backbone(s)."""
+    import timm
+
+    name, modules = IMAGENET_BACKBONES[arch]
+    overlay = {"file": str(backbone_weights)} if backbone_weights else None
+    features_only = arch == "dgiqa"
+    try:
+        source = timm.create_model(
+            name, pretrained=True, features_only=features_only, pretrained_cfg_overlay=overlay
+        ).state_dict()
+    except Exception as exc:  # a download or a file that does not fit: one line, and what to do
+        raise WeightsError(
+            f"cannot load ImageNet weights for {name} ({type(exc).__name__}: {exc}); they are downloaded from "
+            "the Hugging Face Hub, or pass --backbone-weights FILE"
+        ) from None
+    for module_name in modules:
+        missing, unexpected = getattr(network, module_name).load_state_dict(source, strict=False)
+        missing = [k for k in missing if not k.endswith(("relative_position_index", "attn_mask"))]
+        if missing:
+            raise WeightsError(f"ImageNet weights for {name} lack {module_name} tensors: {missing[0]} …")
+
+
+def freeze(network: nn.Module, arch: str, spec: str) -> list[str]:
+    """Freeze what ``spec`` names: ``none``, ``backbones``, or a comma list of module names (``backbone,tcb1``).
+
+    Frozen modules keep no gradients and stay in eval mode while the rest trains. Returns the frozen names.
+    """
+    spec = spec.strip()
+    if spec in ("", "none"):
+        return []
+    names = list(BACKBONES[arch]) if spec == "backbones" else [n.strip() for n in spec.split(",") if n.strip()]
+    known = dict(network.named_modules())
+    unknown = [n for n in names if n not in known or n == ""]
+    if unknown:
+        tops = ", ".join(n for n, _ in network.named_children())
+        raise ValueError(f"--freeze: no module {unknown[0]!r} in {arch}; its modules: {tops} (or backbones, none)")
+    for n in names:
+        known[n].requires_grad_(False)
+    if all(not p.requires_grad for p in network.parameters()):
+        raise ValueError("--freeze leaves nothing to train")
+    return names
+
+
+def set_train_mode(network: nn.Module, frozen: list[str], update_bn_stats: bool = False) -> None:
+    """Train mode for what trains; eval mode (no dropout, fixed BatchNorm statistics) for frozen modules.
+
+    BatchNorm layers keep their running statistics unless ``update_bn_stats``: fine-tuning batches (a few
+    crops) are far too small to estimate them, and train-mode statistics of two crops make the trained network
+    another function than the one scoring runs. Their scale and shift still train.
+    """
+    network.train()
+    modules = dict(network.named_modules())
+    for n in frozen:
+        modules[n].eval()
+    if not update_bn_stats:
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
