@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..version import __version__
+from ..weights.files import sha256_of
 from .graphs import NetworkGraph, network_graph
 
 log = logging.getLogger("dgiqa")
@@ -110,14 +111,6 @@ def state_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def entry_fields(graph: NetworkGraph, weights_sha256: str) -> dict:
     """What a cached IR depends on; the cache key is a digest of exactly this."""
     return {
@@ -171,7 +164,7 @@ def _read_verified(folder: Path, fields: dict):
         if entry.get("fields") != fields:
             return None
         for name, expected in entry["files"].items():
-            if file_sha256(folder / name) != expected:
+            if sha256_of(folder / name) != expected:
                 return None
         return core().read_model(str(folder / "model.xml"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
@@ -186,7 +179,7 @@ def _write_entry(root: Path, folder: Path, model, fields: dict) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
     try:
         openvino.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
-        files = {name: file_sha256(staging / name) for name in ("model.xml", "model.bin")}
+        files = {name: sha256_of(staging / name) for name in ("model.xml", "model.bin")}
         (staging / "entry.json").write_text(json.dumps({"fields": fields, "files": files}, indent=2))
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)

@@ -86,14 +86,6 @@ class Skipped:
     reason: str
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def make_frame(rgb: np.ndarray, arch: str, input_size: tuple[int, int]) -> np.ndarray:
     """The frame crops are cut from, as scoring makes it: short side 384 (DGIQA) or exactly ``input_size``."""
     return pp.resize_exact(rgb, input_size) if arch == "life-iqa" else pp.resize_short_side(rgb)
