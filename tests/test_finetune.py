@@ -306,3 +306,27 @@ def test_imagenet_init_puts_timm_backbone_weights_into_both_backbones(tmp_path, 
     assert initial.arch == "dgiqa" and initial.sha256 is None and initial.depth_model == "vits"
     for backbone in (initial.network.backbone, initial.network.depth_backbone):
         assert torch.equal(backbone.state_dict()["patch_embed.proj.weight"], state["patch_embed.proj.weight"])
+
+
+@pytest.mark.slow
+def test_life_iqa_trains_from_its_own_weights_and_scores_from_the_folder(tmp_path, life_iqa_file):
+    """Life-IQA: no depth stage, its own 512x384 frame; the folder it writes scores as Life-IQA weights."""
+    import tiny_sets
+
+    splits = ["train"] * 5 + ["validation", "validation", "test", "test"]
+    labels = tiny_sets.labels_csv(tmp_path / "ratings.csv", levels=tuple(range(9)), extra_columns={"split": splits})
+    out = tmp_path / "life-ft"
+    args = ["--init", life_iqa_file, "--out", out, "--epochs", "1", "--batch-size", "2", "--freeze", "backbones"]
+    result = invoke("finetune", "--labels", labels, *args, "--device", "cpu", "--eval-crops", "1", "--val-crops", "1")
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "life-iqa" and config["depth_model"] is None
+    saved, authors = load_file(out / "model.safetensors"), torch.load(life_iqa_file, weights_only=True)
+    assert set(saved) <= set(authors)  # the authors' twin copies of the backbone are stored once
+    assert all(saved[key].shape == authors[key].shape for key in saved)
+    scored = invoke(
+        "score", tmp_path / "pics" / "p0.png", "--weights", out, "--device", "cpu", "--crops", "1", "--json"
+    )
+    assert scored.exit_code == 0, scored.stderr
+    (row,) = json.loads(scored.stdout)
+    assert row["arch"] == "life-iqa" and row["score"] is not None
