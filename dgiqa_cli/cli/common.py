@@ -249,9 +249,9 @@ def weights_errors():
         raise fail(str(exc), EXIT_WEIGHTS) from None
 
 
-def busy(message: str):
-    """A spinner on stderr while something slow runs, when stderr is a terminal."""
-    return err.status(message, spinner="dots") if err.is_terminal else contextlib.nullcontext()
+def busy(message: str, quiet: bool = False):
+    """A spinner on stderr while something slow runs, when stderr is a terminal (and not --quiet)."""
+    return err.status(message, spinner="dots") if err.is_terminal and not quiet else contextlib.nullcontext()
 
 
 SCORER_OPTIONS = (

@@ -48,6 +48,7 @@ from .common import (
     Terminated,
     WeightsOpt,
     app,
+    busy,
     err,
     fail,
     make_scorer,
@@ -245,15 +246,9 @@ def score_part(scorer, part, rows_file, resume, batch_size, workers, resamples, 
     if resamples:  # the bootstrap refits the logistic 1000 times: seconds, worth a spinner
         from ..evaluation import report as make_report
 
-        with err.status("Bootstrapping 95% intervals…", spinner="dots") if err.is_terminal and not quiet else _null():
+        with busy("Bootstrapping 95% intervals…", quiet):
             report = make_report(part, report.outcomes, report.protocol, resamples, seed)
     return report
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def output_folders(out_dir: Path | None, parts, resume: bool, overwrite: bool) -> list[Path | None]:
