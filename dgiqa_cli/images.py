@@ -372,6 +372,7 @@ _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _quiet_saved_fd: int | None = None
 _process_quiet = False
+_native_stderr_kept = False
 
 
 @contextmanager
@@ -387,7 +388,7 @@ def native_stderr_silenced() -> Iterator[None]:
     once at start instead, which makes this a no-op.
     """
     global _quiet_depth, _quiet_saved_fd
-    if _process_quiet:
+    if _process_quiet or _native_stderr_kept:
         yield
         return
     with _quiet_lock:
@@ -427,6 +428,12 @@ def silence_native_stderr() -> None:
     os.dup2(devnull, 2)
     os.close(devnull)
     _process_quiet = True
+
+
+def keep_native_stderr() -> None:
+    """For servers (``dgiqa serve``): fd 2 never redirected, so log lines written while others decode are kept."""
+    global _native_stderr_kept
+    _native_stderr_kept = True
 
 
 # -- sizes and shapes ----------------------------------------------------------------------------

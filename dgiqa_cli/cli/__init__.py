@@ -26,8 +26,12 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
+    import sys
+
     from ..images import silence_native_stderr
 
     # C decoders (libpng, libjpeg) print to fd 2 from worker threads; our own messages keep the terminal.
-    silence_native_stderr()
+    # Not for `dgiqa serve`: a server's fd 2 is its log, left whole (see dgiqa_cli.images.keep_native_stderr).
+    if sys.argv[1:2] != ["serve"]:
+        silence_native_stderr()
     app()

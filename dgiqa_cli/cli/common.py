@@ -269,13 +269,18 @@ SCORER_OPTIONS = (
 )
 
 
+def scorer_options(command_params: dict) -> dict:
+    """The Scorer's keyword arguments from a scoring command's parameters (every such command names the
+    shared options alike; choices arrive as Enums)."""
+    options = {key: command_params[key] for key in SCORER_OPTIONS}
+    return {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
+
+
 def make_scorer(command_params: dict):
-    """Build the Scorer from a scoring command's parameters (every such command names the shared options
-    alike; choices arrive as Enums). Bad option values are usage errors."""
+    """Build the Scorer from a scoring command's parameters. Bad option values are usage errors."""
     from ..scorer import Scorer
 
-    options = {key: command_params[key] for key in SCORER_OPTIONS}
-    options = {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
+    options = scorer_options(command_params)
     with weights_errors(), busy("Loading models…"):
         try:
             return Scorer(**options)
