@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..export import row_of
 from ..images import ImageError, decode_image
 from ..scorer import Scorer, ScoreResult
+from ..sources import Item
 from ..version import __version__
 from .batching import Batcher, QueueFull
 from .limits import key_matches
@@ -236,10 +237,18 @@ async def _file_parts(request: Request) -> list[tuple[str, bytes]]:
 
 
 async def _warm_up(batcher: Batcher, ready: asyncio.Event) -> None:
-    """Score one small synthetic picture, so that the first client does not pay for the first pass."""
+    """Score one small synthetic picture, so that the first client does not pay for the first pass.
+
+    Straight through the networks, not the queue: it must not wait for a batch to fill, nor join one."""
     y, x = np.mgrid[0:256, 0:256]
     picture = np.stack([x, y, (x + y) // 2], axis=-1).astype(np.uint8)
-    result = await batcher.score(cv2.imencode(".png", picture)[1].tobytes(), "warm-up")
+    item = Item("warm-up", data=cv2.imencode(".png", picture)[1].tobytes())
+
+    def warm() -> ScoreResult:
+        prepared = batcher.runner.prepare(item)
+        return prepared if isinstance(prepared, ScoreResult) else batcher.score_now([prepared])[0]
+
+    result = await asyncio.get_running_loop().run_in_executor(batcher.prepare_pool, warm)
     if result.ok:
         ready.set()
     else:

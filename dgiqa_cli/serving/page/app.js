@@ -86,6 +86,7 @@ async function explain(file) {
   const caption = document.getElementById("explain-caption");
   const panel = document.getElementById("explain-panel");
   figure.hidden = false;
+  figure.dataset.state = "loading";
   caption.textContent = `Explaining ${file.name}…`;
   panel.removeAttribute("src");
   const quality = document.getElementById("quality").checked ? "true" : "false";
@@ -99,6 +100,7 @@ async function explain(file) {
     caption.textContent = `${file.name}: ${answer.error || "HTTP " + response.status}`;
     return;
   }
+  panel.onload = () => (figure.dataset.state = "shown");
   panel.src = URL.createObjectURL(await response.blob());
   caption.textContent = file.name;
 }
