@@ -1,16 +1,17 @@
 """``dgiqa serve``: one loaded model behind HTTP, with dynamic batching, limits and API keys.
 
-:func:`create_app` builds the FastAPI app (:mod:`.app`); :mod:`.batching` batches
-requests; :mod:`.limits` bounds uploads and checks keys; :mod:`.ray_serve`
-deploys the same app on Ray Serve. ``serve run dgiqa_cli.serving:app`` builds
-the Ray Serve application from the environment (``DGIQA_WEIGHTS``,
-``DGIQA_CROPS``, ..., ``DGIQA_SERVE_MAX_BATCH``, ..., ``DGIQA_API_KEY``: see
-:mod:`.settings`).
+:func:`create_app` builds the FastAPI app (:mod:`.api`: not ``app``, the name
+``serve run`` wants for the Ray Serve application); :mod:`.batching` batches
+requests; :mod:`.limits` checks keys and addresses; :mod:`.server` runs uvicorn
+and stops it gracefully; :mod:`.ray_serve` deploys the same app on Ray Serve.
+``serve run dgiqa_cli.serving:app`` builds that application from the
+environment (``DGIQA_WEIGHTS``, ``DGIQA_CROPS``, ..., ``DGIQA_SERVE_MAX_BATCH``,
+..., ``DGIQA_API_KEY``: see :mod:`.settings`).
 """
 
 from __future__ import annotations
 
-from .app import create_app
+from .api import create_app
 from .settings import ServeSettings, scorer_options_from_env
 
 __all__ = ["ServeSettings", "app", "create_app", "scorer_options_from_env"]

@@ -1,7 +1,7 @@
 """The same FastAPI app on Ray Serve, for more than one machine: replicas, GPUs, ``@serve.batch``.
 
 Each replica loads its own :class:`~dgiqa_cli.scorer.Scorer` and serves
-:func:`~dgiqa_cli.serving.app.create_app` as its ingress; pictures are decoded
+:func:`~dgiqa_cli.serving.api.create_app` as its ingress; pictures are decoded
 and prepared in the replica's worker threads as on one machine, and batched by
 Ray Serve's ``@serve.batch`` instead of the scoring thread. Ray Serve's proxy
 spreads requests over the replicas.
@@ -15,7 +15,7 @@ from ray import serve
 
 from ..images import keep_native_stderr
 from ..scorer import PreparedImage, Scorer, ScoreResult
-from .app import create_app
+from .api import create_app
 from .batching import Batcher
 from .settings import ServeSettings
 
