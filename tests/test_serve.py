@@ -251,7 +251,8 @@ def test_model_health_and_metrics(live, scorer):
     text = httpx.get(f"{live.url}/metrics").text
     assert metric(text, "dgiqa_requests_total", '{route="/v1/model",status="200"}') >= 1
     assert "process_resident_memory_bytes" in text and "dgiqa_request_seconds_bucket" in text
-    assert "/docs" in httpx.get(f"{live.url}/openapi.json").text or httpx.get(f"{live.url}/docs").status_code == 200
+    assert {"/v1/score", "/v1/explain", "/v1/model"} <= set(httpx.get(f"{live.url}/openapi.json").json()["paths"])
+    assert httpx.get(f"{live.url}/docs").status_code == 200
 
 
 def test_explain_gives_the_panel_and_the_report(live, expected):
@@ -329,6 +330,7 @@ def test_keys_and_sigterm_with_requests_in_flight(weight_args, expected):
             assert answer.status_code == 401 and "API key" in answer.json()["error"]
             assert httpx.get(f"{url}/metrics", headers=headers).status_code == 401
         assert httpx.get(f"{url}/v1/model", headers=key).status_code == 200
+        assert os.readlink(f"/proc/{server.pid}/fd/2").startswith("pipe:")  # fd 2 is never sent to /dev/null
 
         pictures = [PICTURES[0], PICTURES[1], PICTURES[0]]
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
