@@ -234,6 +234,27 @@ def test_uploads_over_the_limit_get_413_fast_and_lies_do_not_help(live, expected
     assert response.status_code == 200 and abs(response.json()["score"] - expected[path.name]) < 1e-5
 
 
+def test_a_full_queue_answers_503_and_a_slow_request_504(scorer):
+    """One picture may wait (--max-queue 1) and batches of two never fill (10-minute wait): a second picture
+    is refused at once with Retry-After, the first is answered 504 at --timeout; bad input still gets 422."""
+    settings = ServeSettings(max_batch=2, max_wait_ms=600_000, max_queue=1, timeout=3)
+    path = PICTURES[0]
+    png = {"Content-Type": "image/png"}
+    with ThreadServer(create_app(scorer, settings)) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        wait_ready(server.url)
+        started = time.monotonic()
+        first = pool.submit(httpx.post, f"{server.url}/v1/score", content=path.read_bytes(), headers=png, timeout=60)
+        while metric(httpx.get(f"{server.url}/metrics").text, "dgiqa_queue_depth") < 1:
+            assert time.monotonic() - started < 30 and not first.done()
+            time.sleep(0.02)
+        second = httpx.post(f"{server.url}/v1/score", content=path.read_bytes(), headers=png)
+        assert second.status_code == 503 and second.headers["retry-after"] == "1" and "busy" in second.json()["error"]
+        assert first.result().status_code == 504 and "not scored within 3 s" in first.result().json()["error"]
+        assert 3 <= time.monotonic() - started < 30
+        assert metric(httpx.get(f"{server.url}/metrics").text, "dgiqa_queue_depth") == 0
+        assert httpx.post(f"{server.url}/v1/score", content=b"\0" * 64, headers=png).status_code == 422
+
+
 def test_other_content_types_are_refused_and_no_url_is_fetched(live):
     as_json = {"Content-Type": "application/json"}
     answer = httpx.post(f"{live.url}/v1/score", content=b'{"url": "http://127.0.0.1:9/x.png"}', headers=as_json)

@@ -50,11 +50,9 @@ PAGE_FILES = {"/page/app.js": "text/javascript", "/page/style.css": "text/css"}
 def create_app(scorer: Scorer, settings: ServeSettings | None = None, batcher: Batcher | None = None) -> FastAPI:
     """The scoring service of ``scorer``; ``batcher``: how pictures are batched (default: :class:`Batcher`)."""
     settings = settings or ServeSettings()
-    holder: dict = {}
-    metrics = ServerMetrics(queue_depth=lambda: holder["batcher"].in_flight if holder else 0)
     batcher = batcher or Batcher(scorer, settings)
+    metrics = ServerMetrics(queue_depth=lambda: batcher.in_flight)
     batcher.on_batch = metrics.batch_size.observe
-    holder["batcher"] = batcher
     ready = asyncio.Event()
 
     @contextlib.asynccontextmanager
@@ -109,7 +107,7 @@ def create_app(scorer: Scorer, settings: ServeSettings | None = None, batcher: B
             result = await asyncio.wait_for(batcher.score(data, name), settings.timeout)
         except QueueFull as exc:
             raise HTTPException(503, f"busy: {exc}; retry later", headers={"Retry-After": "1"}) from None
-        except TimeoutError:
+        except asyncio.TimeoutError:  # (not yet the built-in TimeoutError on Python 3.10)
             raise HTTPException(504, f"not scored within {settings.timeout:g} s (--timeout)") from None
         metrics.picture(result.error)
         return result
@@ -151,7 +149,7 @@ def create_app(scorer: Scorer, settings: ServeSettings | None = None, batcher: B
             answer = await asyncio.wait_for(batcher.run_exclusive(work), settings.timeout)
         except QueueFull as exc:
             raise HTTPException(503, f"busy: {exc}; retry later", headers={"Retry-After": "1"}) from None
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise HTTPException(504, f"not explained within {settings.timeout:g} s (--timeout)") from None
         except ImageError as exc:
             metrics.failure(exc.reason)
