@@ -383,6 +383,23 @@ def test_keys_and_sigterm_with_requests_in_flight(weight_args, expected):
     assert "Traceback" not in log and "Shutting down" in log  # uvicorn's own lines reached stderr
 
 
+def test_a_server_process_keeps_fd_2_while_pictures_decode():
+    """After keep_native_stderr() (what `dgiqa serve` calls), a line another thread writes to fd 2 while a
+    decoder runs is kept; the CLI's other commands send fd 2 to /dev/null during decodes instead."""
+    script = (
+        "import os\n"
+        "from dgiqa_cli.images import keep_native_stderr, native_stderr_silenced\n"
+        "keep_native_stderr()\n"
+        "with native_stderr_silenced():\n"
+        "    os.write(2, b'log line written while a picture decodes\\n')\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stderr == "log line written while a picture decodes\n", done.stderr
+
+
 # -- memory --------------------------------------------------------------------------------------------------------
 
 
