@@ -18,13 +18,12 @@ from dgiqa_cli.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 
-for _package in ("mkdocs", "material", "mkdocstrings_handlers.python"):
-    pytest.importorskip(_package, reason='the docs extra is not installed (pip install -e ".[docs]")')
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The site, built once for this module as CI builds it."""
+    for package in ("mkdocs", "material", "mkdocstrings_handlers.python"):
+        pytest.importorskip(package, reason='the docs extra is not installed (pip install -e ".[docs]")')
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's notice about MkDocs 2: not ours to print
     build = subprocess.run(
@@ -62,6 +61,17 @@ def section(markup: str, title: str) -> str:
     assert start, f"no heading for {title}"
     end = re.compile(r"<h[1-6][\s>]").search(markup, start.end())
     return markup[start.start() : end.start() if end else len(markup)]
+
+
+def test_every_argument_and_option_has_a_help_text():
+    """The help texts are the documentation (the CLI reference is made of them): none may be missing."""
+    missing = [
+        f"{name} {param.opts[0] if param.opts else param.name}"
+        for name, command in command_paths(typer.main.get_command(app))
+        for param in command.params
+        if not (getattr(param, "help", None) or "").strip()
+    ]
+    assert not missing, f"no help text: {missing}"
 
 
 def test_cli_reference_has_every_command_from_the_code(site):
