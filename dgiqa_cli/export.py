@@ -38,6 +38,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from . import interrupts
 from .names import decode_path, encode_path, printable
 
 STDOUT = "-"
@@ -311,6 +312,7 @@ class RowWriter:
     def write(self, result) -> None:
         """Write one result's row, whole, and flush it."""
         self._write_text(self.format(row_of(result, self.settings)))
+        interrupts.reached("row")
 
     def format(self, row: dict) -> str:
         raise NotImplementedError

@@ -18,6 +18,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from . import interrupts
 from .export import _FLOATS, _NUMERIC, FIELDS, OutputError, _cells, _decode_paths, row_of
 
 ROW_GROUP_ROWS = 1024  # rows buffered before a row group is written: a killed run loses at most the file's rows
@@ -122,6 +123,7 @@ class UnitFile:
     def commit(self) -> None:
         self._writer.close()
         os.replace(self.temp, self.path)
+        interrupts.reached("unit")
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):

@@ -24,12 +24,12 @@ def pick_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if has_mps else "cpu")
+    if name.startswith("cuda:") and not name.removeprefix("cuda:").isdigit():
+        raise ValueError(f"--device {name}: GPUs are named cuda:N, numbered from 0")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU (is this a CPU build of torch?)")
-    if name.startswith("cuda:"):
-        index = name.removeprefix("cuda:")
-        if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if name.startswith("cuda:") and int(name.removeprefix("cuda:")) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if name == "mps" and not has_mps:
         raise ValueError("--device mps was asked for, but Apple's Metal backend is not available here")
     return torch.device(name)

@@ -9,6 +9,7 @@ in a ``.pth`` file.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -38,6 +39,40 @@ PICTURES = ("synthetic_480x640.png", "synthetic_600x400.png")
 
 def load_json(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def networks_built_once():
+    """Every in-process scorer (``Scorer``, ``dgiqa score/batch/eval/explain`` through CliRunner) takes its
+    networks from a small cache keyed by the weights file's identity, so the suite builds each stand-in
+    network once instead of once per command. The cache holds the real networks ``load_network`` returned
+    (scoring never changes them); a file that changes (size, mtime, inode) is loaded afresh, and names that
+    resolve through a registry or a download always go the real way. Training builds its own (it changes them).
+    """
+    from collections import OrderedDict
+
+    from dgiqa_cli import scorer as scorer_module
+
+    real = scorer_module.load_network
+    cache: OrderedDict = OrderedDict()
+
+    def load_network(spec, kind="model", *, arch=None, local_only=False):
+        path = Path(os.fspath(spec))
+        if not path.is_file():
+            return real(spec, kind, arch=arch, local_only=local_only)
+        info = path.stat()
+        key = (os.fspath(spec), kind, arch, local_only, info.st_ino, info.st_size, info.st_mtime_ns)
+        if key not in cache:
+            cache[key] = real(spec, kind, arch=arch, local_only=local_only)
+            while len(cache) > 4:  # a DGIQA network is 0.5 GB: keep the few the suite shares
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        return cache[key]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(scorer_module, "load_network", load_network)
+    yield cache
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +138,32 @@ def pictures(tmp_path) -> list[Path]:
         shutil.copy(FIXTURES / name, tmp_path / name)
         out.append(tmp_path / name)
     return out
+
+
+def run_interrupted(command: list, event: str, count: int, signal_name: str, timeout: float = 300, **kwargs):
+    """Run ``command`` in its own process group until it signals itself at ``event`` number ``count``
+    (:mod:`dgiqa_cli.interrupts`); whatever it left running is killed. Returns the CompletedProcess."""
+    import signal
+    import subprocess
+
+    from dgiqa_cli import interrupts
+
+    env = {**os.environ, **kwargs.pop("env", {}), **interrupts.at(event, count, signal_name)}
+    proc = subprocess.Popen(
+        [str(c) for c in command],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers the run started, if any outlived it
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def prefill_hub_cache(cache: Path, repo: str, filename: str, source: Path, revision: str = "main") -> Path:

@@ -28,9 +28,6 @@ from dgiqa_cli.models import build_model
 
 pytest.importorskip("openvino")
 
-DGIQA_SHA = "0" * 63 + "1"
-DEPTH_SHA = "0" * 63 + "2"
-
 
 def crops(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Picture-like normalised crops: smooth gradients plus noise, not pure noise."""
@@ -43,8 +40,21 @@ def crops(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("ov-cache")
+def cache() -> Path:
+    """The session's own dgiqa cache ($DGIQA_CACHE, a scratch folder): the networks converted here under the
+    stand-in files' real hashes are the ones the command-line tests (test_openvino_cli.py) then find there,
+    so each network is converted once per session, as on a user's machine."""
+    return default_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def shas(weights_dir) -> dict[str, str]:
+    from dgiqa_cli.weights.files import sha256_of
+
+    return {
+        "dgiqa": sha256_of(weights_dir / "DGIQA_standin.pth"),
+        "depth-anything-vits": sha256_of(weights_dir / "depth_anything_vits14.pth"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -62,16 +72,20 @@ def depth_module(depth_state):
 
 
 @pytest.fixture(scope="session")
-def ov_dgiqa(dgiqa_module, cache) -> OpenVINONetwork:
-    network = accelerate(dgiqa_module, "dgiqa", precision="fp32", weights_sha256=DGIQA_SHA, cache_dir=cache)
+def ov_dgiqa(dgiqa_module, cache, shas) -> OpenVINONetwork:
+    network = accelerate(dgiqa_module, "dgiqa", precision="fp32", weights_sha256=shas["dgiqa"], cache_dir=cache)
     assert isinstance(network, OpenVINONetwork), "conversion fell back to PyTorch"
     return network
 
 
 @pytest.fixture(scope="session")
-def ov_depth(depth_module, cache) -> OpenVINONetwork:
+def ov_depth(depth_module, cache, shas) -> OpenVINONetwork:
     network = accelerate(
-        depth_module, "depth-anything-vits", precision="fp32", weights_sha256=DEPTH_SHA, cache_dir=cache
+        depth_module,
+        "depth-anything-vits",
+        precision="fp32",
+        weights_sha256=shas["depth-anything-vits"],
+        cache_dir=cache,
     )
     assert isinstance(network, OpenVINONetwork), "conversion fell back to PyTorch"
     return network
@@ -116,8 +130,8 @@ def test_depth_one_graph_for_every_shape(ov_depth, depth_module):
         assert (got - expected).abs().max().item() < 1e-4 * max(1.0, expected.abs().max().item())
 
 
-def test_second_start_reads_the_cache(ov_dgiqa, dgiqa_module, cache):
-    again = accelerate(dgiqa_module, "dgiqa", precision="fp32", weights_sha256=DGIQA_SHA, cache_dir=cache)
+def test_second_start_reads_the_cache(ov_dgiqa, dgiqa_module, cache, shas):
+    again = accelerate(dgiqa_module, "dgiqa", precision="fp32", weights_sha256=shas["dgiqa"], cache_dir=cache)
     assert ov_dgiqa.source == "converted" and again.source == "cache"
     rgb, depth = crops(3, 4)
     torch.testing.assert_close(again(rgb, depth), ov_dgiqa(rgb, depth), atol=0, rtol=0)
@@ -126,8 +140,8 @@ def test_second_start_reads_the_cache(ov_dgiqa, dgiqa_module, cache):
 
 
 @pytest.mark.skipif(not supports_precision("bf16"), reason="this CPU has no native bf16")
-def test_bf16_fast_mode(ov_dgiqa, dgiqa_module, cache):
-    fast = accelerate(dgiqa_module, "dgiqa", precision="bf16", weights_sha256=DGIQA_SHA, cache_dir=cache)
+def test_bf16_fast_mode(ov_dgiqa, dgiqa_module, cache, shas):
+    fast = accelerate(dgiqa_module, "dgiqa", precision="bf16", weights_sha256=shas["dgiqa"], cache_dir=cache)
     assert fast.source == "cache", "fp32 and bf16 share one converted graph"
     assert "bfloat16" in str(fast.compiled.get_property("INFERENCE_PRECISION_HINT"))
     rgb, depth = crops(8, 6)
@@ -151,35 +165,39 @@ def _entry_folder(cache: Path, module, arch: str, sha: str) -> Path:
     ],
     ids=["truncated-bin", "garbage-xml", "garbage-entry", "missing-xml"],
 )
-def test_damaged_cache_entry_is_never_trusted(ov_dgiqa, dgiqa_module, cache, tmp_path, damage):
+def test_damaged_cache_entry_is_never_trusted(ov_dgiqa, dgiqa_module, cache, tmp_path, damage, shas):
     import shutil
 
-    folder = _entry_folder(cache, dgiqa_module, "dgiqa", DGIQA_SHA)
+    folder = _entry_folder(cache, dgiqa_module, "dgiqa", shas["dgiqa"])
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
-    fields = entry_fields(graphs.network_graph(dgiqa_module, "dgiqa"), DGIQA_SHA)
+    fields = entry_fields(graphs.network_graph(dgiqa_module, "dgiqa"), shas["dgiqa"])
     assert _read_verified(copy, fields) is not None
     damage(copy)
     assert _read_verified(copy, fields) is None
 
 
 @pytest.mark.slow  # a second conversion (20-50 s); the damage checks above are cheap
-def test_damaged_cache_entry_is_rebuilt(depth_module, ov_depth, cache, tmp_path):
+def test_damaged_cache_entry_is_rebuilt(depth_module, ov_depth, cache, tmp_path, shas):
     import shutil
 
     arch = "depth-anything-vits"
-    folder = _entry_folder(tmp_path, depth_module, arch, DEPTH_SHA)
-    shutil.copytree(_entry_folder(cache, depth_module, arch, DEPTH_SHA), folder)
+    folder = _entry_folder(tmp_path, depth_module, arch, shas["depth-anything-vits"])
+    shutil.copytree(_entry_folder(cache, depth_module, arch, shas["depth-anything-vits"]), folder)
     weights = bytearray((folder / "model.bin").read_bytes())
     weights[len(weights) // 2 : len(weights) // 2 + 64] = b"\x7f" * 64  # silent corruption: same size, wrong numbers
     (folder / "model.bin").write_bytes(bytes(weights))
-    rebuilt = accelerate(depth_module, arch, precision="fp32", weights_sha256=DEPTH_SHA, cache_dir=tmp_path)
+    rebuilt = accelerate(
+        depth_module, arch, precision="fp32", weights_sha256=shas["depth-anything-vits"], cache_dir=tmp_path
+    )
     assert isinstance(rebuilt, OpenVINONetwork) and rebuilt.source == "converted"
     x = torch.randn(1, 3, 518, 392)
     with torch.inference_mode():
         expected = depth_module(x)
     assert (rebuilt(x) - expected).abs().max().item() < 1e-4
-    again = accelerate(depth_module, arch, precision="fp32", weights_sha256=DEPTH_SHA, cache_dir=tmp_path)
+    again = accelerate(
+        depth_module, arch, precision="fp32", weights_sha256=shas["depth-anything-vits"], cache_dir=tmp_path
+    )
     assert again.source == "cache"
 
 
@@ -260,14 +278,19 @@ def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
 # -- export ----------------------------------------------------------------------------------------
 
 
-def test_export_reproduces_pytorch_in_onnx_runtime(dgiqa_module, depth_module, ov_dgiqa, ov_depth, cache, tmp_path):
+def test_export_reproduces_pytorch_in_onnx_runtime(
+    dgiqa_module, depth_module, ov_dgiqa, ov_depth, cache, tmp_path, shas
+):
     ort = pytest.importorskip("onnxruntime")
-    networks = [(dgiqa_module, "dgiqa", DGIQA_SHA), (depth_module, "depth-anything-vits", DEPTH_SHA)]
+    networks = [
+        (dgiqa_module, "dgiqa", shas["dgiqa"]),
+        (depth_module, "depth-anything-vits", shas["depth-anything-vits"]),
+    ]
     card = export_networks(tmp_path, networks, cache_dir=cache)  # IR from the cache the fixtures filled
     assert json.loads((tmp_path / "card.json").read_text()) == card
     assert [n["arch"] for n in card["networks"]] == ["dgiqa", "depth-anything-vits"]
     dgiqa_card, depth_card = card["networks"]
-    assert dgiqa_card["weights_sha256"] == DGIQA_SHA
+    assert dgiqa_card["weights_sha256"] == shas["dgiqa"]
     assert [i["name"] for i in dgiqa_card["inputs"]] == ["rgb", "depth"]
     assert dgiqa_card["inputs"][0]["shape"] == ["batch", 3, 224, 224]
     assert depth_card["inputs"][0]["shape"] == ["batch", 3, "height", "width"]

@@ -13,6 +13,7 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "throughput.py"
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_benchmark_smoke(tmp_path):
     report_path = tmp_path / "report.json"
     proc = subprocess.run(

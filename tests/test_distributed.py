@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from conftest import run_interrupted  # noqa: E402
 from test_sources import invoke, make_parquet, make_shard, small_pictures  # noqa: E402
 
 from dgiqa_cli.parquet import read_rows  # noqa: E402
@@ -67,13 +66,8 @@ def test_a_killed_run_resumes_to_one_row_per_image(tmp_path, weight_args, cluste
     out = tmp_path / "scores"
     command = [shutil.which("dgiqa"), "batch", *map(str, shards), *weight_args, "--crops", "1", "--batch-size", "1"]
     command += ["--ray", "--ray-address", cluster, "--parquet", str(out), "--quiet"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not list(out.glob("*.parquet")):
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed = run_interrupted(command, "unit", 1, "SIGKILL")  # the driver dies once its first unit is committed
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     assert 1 <= len(finished) < len(shards)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import FIXTURES, run_interrupted
 from safetensors.torch import load_file
 from scipy import stats
 from typer.testing import CliRunner
@@ -258,13 +257,10 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, weights_d
     assert whole.exit_code == 1, whole.output  # the broken picture
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dgiqa", *map(str, common), "--out", str(killed)], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # Killed as the first epoch's checkpoint lands, i.e. before the second epoch finishes.
+    done = run_interrupted(["dgiqa", *common, "--out", killed], "checkpoint", 1, "SIGKILL", env=env)
+    assert done.returncode == -signal.SIGKILL, done.stderr
     assert load_checkpoint(killed)["epoch"] == 1  # killed during the second epoch
 
     resumed = invoke(*common, "--out", killed, "--resume")

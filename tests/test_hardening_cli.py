@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import FIXTURES, PICTURES
+from conftest import FIXTURES, PICTURES, run_interrupted
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
@@ -154,34 +154,32 @@ def test_sigterm_keeps_rows_and_says_how_to_resume(tmp_path, weight_args):
     pics = copies_of_good(tmp_path / "pics", 6)
     out = tmp_path / "rows.csv"
     command = [shutil.which("dgiqa"), "batch", str(pics), *weight_args, "--crops", "1", "--csv", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 2:  # header and one row
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be terminated"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143
-    assert "--resume" in stderr and "Traceback" not in stderr
+    done = run_interrupted(command, "row", 1, "SIGTERM")  # terminated as its first row is written
+    assert done.returncode == 143
+    assert "--resume" in done.stderr and "Traceback" not in done.stderr
+    assert len(read_csv(out)) == 1
     result = invoke("batch", pics, *weight_args, "--crops", "1", "--csv", out, "--resume")
     assert result.exit_code == 0, result.stderr
     assert sorted(os.path.basename(r["path"]) for r in read_csv(out)) == [f"p{i}.png" for i in range(6)]
 
 
 def test_every_help_renders():
-    for command in (
-        [],
-        ["score"],
-        ["batch"],
-        ["explain"],
-        ["weights"],
-        *[["weights", c] for c in ("list", "download", "import", "info", "push")],
-    ):
+    import typer
+
+    def commands(group, prefix: tuple = ()):
+        for name, command in group.commands.items():
+            yield (*prefix, name)
+            if hasattr(command, "commands"):  # a group of subcommands (``weights``)
+                yield from commands(command, (*prefix, name))
+
+    found = sorted(commands(typer.main.get_command(app)))
+    expected = {("score",), ("batch",), ("explain",), ("eval",), ("finetune",), ("export",), ("weights",)}
+    expected |= {("weights", c) for c in ("list", "download", "import", "info", "push")}
+    assert expected <= set(found), found  # every command found, so the loop below cannot pass on nothing
+    for command in [(), *found]:
         result = invoke(*command, "--help")
         assert result.exit_code == 0, (command, result.output)
-        assert "Usage" in result.output
+        assert "Usage" in result.output and f"dgiqa {' '.join(command)}".strip() in " ".join(result.output.split())
 
 
 def test_public_decoding_api(tmp_path):

@@ -100,12 +100,27 @@ def test_fp16_on_the_cpu_warns(caplog):
 
 def test_cuda_devices_by_number(weight_args):
     args = [a for a in weight_args if a not in ("--device", "cpu")]
-    for device, message in (("cuda:7", "numbered from 0"), ("cuda:x", "numbered from 0"), ("tpu", "unknown device")):
-        if torch.cuda.is_available() and device == "cuda:7" and torch.cuda.device_count() > 7:
-            continue
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cases = [("cuda:x", "numbered from 0"), ("tpu", "unknown device")]
+    if gpus == 0:
+        cases.append(("cuda:0", "PyTorch sees no CUDA GPU"))
+    if gpus <= 7:
+        cases.append(("cuda:7", f"PyTorch sees {gpus} CUDA GPU(s), numbered from 0" if gpus else "no CUDA GPU"))
+    for device, message in cases:
         result = invoke("score", GOOD, *args, "--device", device)
         assert result.exit_code == 2, (device, result.stderr)
-        assert message in squash(result.stderr) or "no CUDA GPU" in squash(result.stderr), result.stderr
+        assert message in squash(result.stderr), (device, result.stderr)
+
+
+def test_a_gpu_number_beyond_the_gpus_present_is_named(monkeypatch):
+    """The numbering message itself, on any machine: two GPUs present, the eighth asked for."""
+    from dgiqa_cli.runtime import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"--device cuda:7: PyTorch sees 2 CUDA GPU\(s\), numbered from 0"):
+        pick_device("cuda:7")
+    assert pick_device("cuda:1") == torch.device("cuda:1")
 
 
 def test_messages_are_never_hard_wrapped_when_stderr_is_not_a_terminal(tmp_path, weight_args):

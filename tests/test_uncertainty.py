@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 
 import numpy as np
 import pytest
 from scipy import stats
-from test_batch import picture_folder
+from test_batch import invoke, picture_folder
 
 from dgiqa_cli.export import FIELDS, read_csv
 from dgiqa_cli.scorer import crop_spread
@@ -41,12 +40,12 @@ def test_the_interval_covers_the_population_mean_about_95_times_in_100():
 def test_score_json_and_batch_rows_carry_the_spread(tmp_path, weight_args, scorer):
     paths = picture_folder(tmp_path / "pics", sizes=((480, 640), (300, 420)))
     args = [*weight_args, "--crops", "4"]
-    done = subprocess.run(["dgiqa", "score", *paths, "--json", *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = invoke("score", *paths, "--json", *args)
+    assert done.exit_code == 0, done.stderr
     shown = json.loads(done.stdout)
     out = tmp_path / "rows.csv"
-    done = subprocess.run(["dgiqa", "batch", str(tmp_path / "pics"), "--csv", str(out), *args], capture_output=True)
-    assert done.returncode == 0, done.stderr
+    done = invoke("batch", tmp_path / "pics", "--csv", out, *args)
+    assert done.exit_code == 0, done.stderr
     assert {"score_std", "score_ci95_low", "score_ci95_high"} <= set(FIELDS)
     rows = {row["path"]: row for row in read_csv(out)}
     for item in shown:

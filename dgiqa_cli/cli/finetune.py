@@ -117,7 +117,9 @@ def finetune(
     freeze: Annotated[
         str, typer.Option(help="none, backbones (train bridges and heads only), or a comma list of modules.")
     ] = "none",
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Passes over the training pictures (the best one by validation SRCC is kept).")
+    ] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Pictures per batch (one random crop each).")] = 8,
     accumulate: Annotated[int, typer.Option(min=1, help="Batches whose gradients add up to one optimiser step.")] = 1,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate of AdamW (after warm-up).")] = 5e-5,

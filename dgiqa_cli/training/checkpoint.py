@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import interrupts
+
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "dgiqa-finetune-checkpoint-1"
 
@@ -67,6 +69,7 @@ def save_checkpoint(folder: Path, state: dict) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    interrupts.reached("checkpoint")
     return path
 
 
