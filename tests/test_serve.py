@@ -8,6 +8,7 @@ subprocess, since signals and exit codes belong to a process.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import signal
@@ -409,6 +410,7 @@ def resident_mb(pid: int) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark  # three minutes on two busy cores: with the benchmark smoke runs (pytest -m benchmark)
 def test_rss_stays_flat_over_1000_requests(weight_args):
     """1,000 requests to `dgiqa serve`: 950 refused uploads of every kind (422, 413) and model queries, and
     50 pictures scored (every 20th request). Resident memory after the last request stays within 30 MB of
@@ -447,3 +449,19 @@ def test_rss_stays_flat_over_1000_requests(weight_args):
         server.wait(timeout=120)
     print(f"RSS after 200 requests: {warm:.1f} MB, after 1000: {final:.1f} MB")
     assert final - warm < 30, (warm, final)
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark
+def test_load_benchmark_smoke(tmp_path):
+    """benchmarks/serve_load.py end to end, CI-sized: its three flows, its table and its JSON."""
+    report_path = tmp_path / "load.json"
+    script = Path(__file__).parents[1] / "benchmarks" / "serve_load.py"
+    options = ["--clients", "2", "--requests", "2", "--images", "1", "--crops", "1", "--json", str(report_path)]
+    done = subprocess.run([sys.executable, str(script), *options], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "pictures/s" in done.stdout and "p50" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["requests_answered"] == 2 and report["answers_by_status"] == {"200": 2}
+    assert report["server_exit_code"] == 0 and report["max_score_difference"] < 1e-5
+    assert report["ratio_to_in_process_scorer"]["in-process Scorer"] == 1
