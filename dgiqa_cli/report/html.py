@@ -67,6 +67,7 @@ def histogram(scores: list[float]) -> tuple[dict, str]:
     counts, edges = np.histogram(values, bins=BINS)
     quartiles = score_summary(scores)
     lo, hi = float(edges[0]), float(edges[-1])
+    digits = decimals(hi - lo)
     width, height, x0, top, bottom = 600, 160, 44, 10, 30
     tallest = max(int(counts.max()), 1)
     step = width / len(counts)
@@ -79,7 +80,7 @@ def histogram(scores: list[float]) -> tuple[dict, str]:
         parts.append(
             f'<rect class="bar" x="{x0 + i * step:.2f}" y="{top + height - h:.2f}" width="{max(step - 1, 1):.2f}" '
             f'height="{h:.2f}" data-count="{int(count)}" data-lo="{edges[i]!r}" data-hi="{edges[i + 1]!r}">'
-            f"<title>{edges[i]:.4f}–{edges[i + 1]:.4f}: {int(count)}</title></rect>"
+            f"<title>{edges[i]:.{digits}f}–{edges[i + 1]:.{digits}f}: {int(count)}</title></rect>"
         )
     for name in ("q1", "median", "q3"):
         x = x0 + (quartiles[name] - lo) / (hi - lo) * width
@@ -88,13 +89,18 @@ def histogram(scores: list[float]) -> tuple[dict, str]:
     parts.append(f'<line id="threshold-line" x1="{x0}" x2="{x0}" y1="{top}" y2="{top + height}"/>')
     for value, anchor in ((lo, "start"), (hi, "end")):
         x = x0 if anchor == "start" else x0 + width
-        parts.append(f'<text x="{x}" y="{top + height + 16}" text-anchor="{anchor}">{value:.4f}</text>')
+        parts.append(f'<text x="{x}" y="{top + height + 16}" text-anchor="{anchor}">{value:.{digits}f}</text>')
     parts.append(f'<text x="{x0 - 6}" y="{top + 10}" text-anchor="end">{tallest}</text>')
     parts.append("</svg>")
-    summary = ", ".join(f"{name} {value:.4f}" for name, value in quartiles.items())
+    summary = ", ".join(f"{name} {value:.{digits}f}" for name, value in quartiles.items())
     parts.append(f'<div class="muted" id="quartiles">{html.escape(summary)}</div>')
-    scale = {"lo": lo, "hi": hi, "median": quartiles["median"], "x0": x0, "width": width}
+    scale = {"lo": lo, "hi": hi, "median": quartiles["median"], "x0": x0, "width": width, "digits": digits}
     return scale, "\n".join(parts)
+
+
+def decimals(span: float) -> int:
+    """Enough decimals to tell scores apart across ``span`` (4 for DGIQA's usual spread, more for a narrow one)."""
+    return min(10, max(4, 2 - math.floor(math.log10(span)))) if span > 0 else 4
 
 
 def table(rows: list[tuple[str, str]], head: tuple[str, str] | None = None, cls: str = "") -> str:

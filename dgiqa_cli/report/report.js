@@ -9,7 +9,8 @@
   for (var i = 0; i < n; i++) if (R.score[i] !== null) scored.push(i);
   var byId = function (id) { return document.getElementById(id); };
 
-  function fmt(x) { return x === null || x === undefined ? "–" : x.toFixed(4); }
+  var DIGITS = D.histogram ? D.histogram.digits : 4;
+  function fmt(x) { return x === null || x === undefined ? "–" : x.toFixed(DIGITS); }
   function shown(i) { return D.display[i] !== undefined ? D.display[i] : R.name[i]; }
   function base(name) { return name.slice(Math.max(name.lastIndexOf("/"), name.lastIndexOf("\\")) + 1); }
   function thumb(i) { return R.thumb[i] >= 0 ? D.thumbs[R.thumb[i]] : D.placeholder; }
@@ -35,9 +36,9 @@
   }
   function setThreshold(value) {
     threshold = value;
-    byId("threshold-value").textContent = value.toFixed(4);
+    byId("threshold-value").textContent = fmt(value);
     var k = passCount();
-    byId("pass-count").textContent = k + " of " + scored.length + " pass (score ≥ " + value.toFixed(4) + "), " + (scored.length - k) + " below";
+    byId("pass-count").textContent = k + " of " + scored.length + " pass (score ≥ " + fmt(value) + "), " + (scored.length - k) + " below";
     var h = D.histogram, line = byId("threshold-line");
     if (h && line) {
       var x = h.x0 + (value - h.lo) / (h.hi - h.lo) * h.width;
@@ -55,13 +56,13 @@
     }
     var a = document.createElement("a");
     a.href = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
-    a.download = (above ? "above_" : "below_") + threshold.toFixed(4) + ".csv";
+    a.download = (above ? "above_" : "below_") + fmt(threshold) + ".csv";
     document.body.appendChild(a); a.click(); a.remove();
   }
   if (D.histogram) {
     slider.min = D.histogram.lo; slider.max = D.histogram.hi;
-    slider.step = (D.histogram.hi - D.histogram.lo) / 1000 || "any";
-    slider.value = D.histogram.median;
+    slider.step = "any";  // no snapping: the slider's value is the threshold itself
+    slider.value = D.histogram.lo;
     slider.addEventListener("input", function () { setThreshold(parseFloat(slider.value)); });
     byId("download-above").addEventListener("click", function () { download(true); });
     byId("download-below").addEventListener("click", function () { download(false); });
@@ -153,7 +154,7 @@
     if (!rows.length) { byId(id + "-section").hidden = true; return; }
     var frag = document.createDocumentFragment();
     rows.forEach(function (i) {
-      var f = el("figure", "extreme");
+      var f = el("figure", R.panel[i] >= 0 ? "extreme with-panel" : "extreme");
       f.dataset.row = i;
       var img = el("img"); img.alt = ""; img.src = R.panel[i] >= 0 ? D.panels[R.panel[i]] : thumb(i);
       f.appendChild(img);
@@ -170,6 +171,7 @@
   extremes("lowest", D.lowest, "Lowest " + D.lowest.length);
   extremes("highest", D.highest, "Highest " + D.highest.length);
 
-  if (D.histogram) setThreshold(D.histogram.median); else refresh();
+  // The threshold starts at the lowest score: every picture passes until the slider is moved.
+  if (D.histogram) setThreshold(parseFloat(slider.value)); else refresh();
   window.dgiqaReportReady = performance.now();
 })();
