@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -167,3 +168,28 @@ def test_batch_report_needs_rows_it_can_read_back(tmp_path, pictures):
     result = invoke("batch", pictures[0], "--csv", "-", "--report", tmp_path / "r.html")
     assert result.exit_code == 2
     assert "--report reads the rows back from a file" in result.output
+
+
+def test_explain_worst_refuses_weights_that_did_not_score_the_rows(run, tmp_path, weight_args):
+    _, rows = run
+    other = write_csv([dict(row, weights_sha256="f" * 64) for row in rows], tmp_path / "rows.csv")
+    result = invoke("report", other, "--explain-worst", "1", "--out", tmp_path / "r.html", "-q", *weight_args)
+    assert result.exit_code == 2
+    assert "did not score the rows (sha256 ffffffffffff…)" in result.output
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_eval_out_adds_a_report_with_the_metrics_and_the_scatter(tmp_path, weight_args):
+    import tiny_sets
+
+    root = tiny_sets.koniq(tmp_path / "koniq10k", levels=(0, 1, 2, 3, 4, 5))
+    out = tmp_path / "out"
+    args = ["eval", root, "--split", "all", "--out", out, "--crops", "1", "--resamples", "0", "-q", *weight_args]
+    assert invoke(*args).exit_code == 0
+    metrics = json.loads((out / "metrics.json").read_text())[0]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"<tr><td>SRCC</td><td>{metrics['srcc']:.4f}" in page
+    assert '<div class="scatter"><img alt="predicted score against rating" src="data:image/png;base64,' in page
+    data = page_data(out / "report.html")
+    assert sorted(data["rows"]["name"]) == sorted(str(root / "1024x768" / f"{1000 + i}.jpg") for i in range(6))

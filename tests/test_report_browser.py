@@ -76,6 +76,11 @@ def opened(browser, report):
     page.context.close()
 
 
+def threshold(opened) -> float:
+    """The page's threshold, exactly (the text beside the slider rounds it)."""
+    return float(opened.page.eval_on_selector("#threshold-value", "o => o.dataset.value"))
+
+
 def scored(rows):
     return sorted((row["score"], encode_path(row["path"])) for row in rows if row["error"] is None)
 
@@ -100,11 +105,12 @@ def test_sorting_and_the_threshold_change_what_is_shown(opened, run):
     opened.page.select_option("#sort", "score-desc")
     shown = [score_of[name] for name in opened.gallery_names()]
     assert len(shown) == 3 and shown == sorted(shown, reverse=True) and shown[0] > shown[-1]
-    highest = scored(run[1])[-1][0]
+    assert opened.texts("#pass-count")[0].startswith("3 of 3 pass")  # from the lowest score: all pass
     move = "(s, v) => { s.value = v; s.dispatchEvent(new Event('input')); }"
-    opened.page.eval_on_selector("#threshold", move, highest)
-    passing = sum(score >= opened.page.eval_on_selector("#threshold", "s => +s.value") for score, _ in scored(run[1]))
-    assert opened.texts("#pass-count")[0].startswith(f"{passing} of 3 pass")
+    opened.page.eval_on_selector("#threshold", move, 1000)  # the slider's end: the highest score
+    assert threshold(opened) == scored(run[1])[-1][0]
+    passing = sum(score >= threshold(opened) for score, _ in scored(run[1]))
+    assert 1 <= passing < 3 and opened.texts("#pass-count")[0].startswith(f"{passing} of 3 pass")
     opened.page.select_option("#show", "below")
     assert len(opened.gallery_names()) == 3 - passing
     opened.page.select_option("#show", "all")
@@ -119,9 +125,15 @@ def test_the_threshold_downloads_the_names_above_it(opened, run, tmp_path):
     download.value.save_as(saved)
     with open(saved, newline="", encoding="utf-8") as fh:
         got = [(float(row["score"]), row["path"]) for row in csv.DictReader(fh)]
-    threshold = opened.page.eval_on_selector("#threshold", "s => +s.value")
-    assert sorted(got) == [(score, name) for score, name in scored(run[1]) if score >= threshold]
-    assert got
+    assert sorted(got) == scored(run[1])  # the threshold starts at the lowest score: every name is above it
+    opened.page.eval_on_selector("#threshold", "s => { s.value = 1000; s.dispatchEvent(new Event('input')); }")
+    with opened.page.expect_download() as download:
+        opened.page.click("#download-below")
+    download.value.save_as(saved)
+    with open(saved, newline="", encoding="utf-8") as fh:
+        got = [(float(row["score"]), row["path"]) for row in csv.DictReader(fh)]
+    below = [(score, name) for score, name in scored(run[1]) if score < threshold(opened)]
+    assert sorted(got) == below and len(below) in (1, 2)
 
 
 def test_a_name_that_is_markup_stays_text(opened, run):

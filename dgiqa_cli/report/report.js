@@ -37,6 +37,7 @@
   function setThreshold(value) {
     threshold = value;
     byId("threshold-value").textContent = fmt(value);
+    byId("threshold-value").dataset.value = String(value);
     var k = passCount();
     byId("pass-count").textContent = k + " of " + scored.length + " pass (score ≥ " + fmt(value) + "), " + (scored.length - k) + " below";
     var h = D.histogram, line = byId("threshold-line");
@@ -60,10 +61,13 @@
     document.body.appendChild(a); a.click(); a.remove();
   }
   if (D.histogram) {
-    slider.min = D.histogram.lo; slider.max = D.histogram.hi;
-    slider.step = "any";  // no snapping: the slider's value is the threshold itself
-    slider.value = D.histogram.lo;
-    slider.addEventListener("input", function () { setThreshold(parseFloat(slider.value)); });
+    // Positions 0..1000 rather than scores: the browser rounds a range's value to 15 digits, which would put
+    // the lowest score below a threshold set "at" it. Position 0 is the lowest score exactly, 1000 the highest.
+    slider.min = 0; slider.max = 1000; slider.step = 1; slider.value = 0;
+    slider.addEventListener("input", function () {
+      var at = parseInt(slider.value, 10), h = D.histogram;
+      setThreshold(at >= 1000 ? h.hi : h.lo + (h.hi - h.lo) * at / 1000);
+    });
     byId("download-above").addEventListener("click", function () { download(true); });
     byId("download-below").addEventListener("click", function () { download(false); });
   } else {
@@ -172,6 +176,6 @@
   extremes("highest", D.highest, "Highest " + D.highest.length);
 
   // The threshold starts at the lowest score: every picture passes until the slider is moved.
-  if (D.histogram) setThreshold(parseFloat(slider.value)); else refresh();
+  if (D.histogram) setThreshold(D.histogram.lo); else refresh();
   window.dgiqaReportReady = performance.now();
 })();
