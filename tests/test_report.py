@@ -164,6 +164,29 @@ def test_batch_report_reports_the_rows_it_wrote(tmp_path, weight_args):
     assert "broken.jpg" in text and '<span id="count-failed"><b>1</b> failed</span>' in text
 
 
+def test_an_interrupted_batch_reports_the_rows_it_wrote(tmp_path, weight_args, monkeypatch):
+    from dgiqa_cli.export import CsvWriter, read_csv
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes((FIXTURES / "synthetic_480x640.png").read_bytes())
+    write_row = CsvWriter.write
+
+    def ctrl_c_after_the_first_row(self, result):  # Ctrl-C arriving right after the first row is written
+        write_row(self, result)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CsvWriter, "write", ctrl_c_after_the_first_row)
+    csv_path, page = tmp_path / "scores.csv", tmp_path / "report.html"
+    result = invoke("batch", folder, "--csv", csv_path, "--report", page, "--crops", "1", "--quiet", *weight_args)
+    assert result.exit_code == 130
+    written = read_csv(csv_path)
+    assert len(written) == 1
+    data = page_data(page)
+    assert data["rows"]["name"] == [written[0]["path"]] and data["rows"]["score"] == [written[0]["score"]]
+
+
 def test_batch_report_needs_rows_it_can_read_back(tmp_path, pictures):
     result = invoke("batch", pictures[0], "--csv", "-", "--report", tmp_path / "r.html")
     assert result.exit_code == 2
@@ -193,3 +216,17 @@ def test_eval_out_adds_a_report_with_the_metrics_and_the_scatter(tmp_path, weigh
     assert '<div class="scatter"><img alt="predicted score against rating" src="data:image/png;base64,' in page
     data = page_data(out / "report.html")
     assert sorted(data["rows"]["name"]) == sorted(str(root / "1024x768" / f"{1000 + i}.jpg") for i in range(6))
+
+
+@pytest.mark.slow  # one explain panel on the CPU: about 15 s
+def test_explain_worst_embeds_the_panel_dgiqa_explain_draws(run, scorer, tmp_path):
+    from dgiqa_cli import explain
+
+    _, rows = run
+    data = page_data(write_report(rows, tmp_path / "r.html", scorer=scorer, explain_worst=1, extremes=1))
+    lowest = data["lowest"][0]
+    assert [i for i, panel in enumerate(data["rows"]["panel"]) if panel >= 0] == [lowest]
+    encoded = data["panels"][data["rows"]["panel"][lowest]].split(",", 1)[1]
+    drawn = explain.panel(explain.explain_image(scorer, data["rows"]["name"][lowest]))
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        assert image.format == "WEBP" and image.size == drawn.size
