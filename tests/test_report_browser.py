@@ -181,3 +181,25 @@ def test_a_large_run_shows_thumbnails_from_the_folder_beside_it(browser, run, tm
         assert sum("large_files/" in src for src in sources) == 2
     finally:
         page.context.close()
+
+
+def test_a_notebook_cell_shows_the_working_page_in_its_frame(browser, run, tmp_path):
+    from dgiqa_cli.report import Report
+
+    cell = tmp_path / "cell.html"  # what a notebook puts in the output cell: the object's _repr_html_
+    cell.write_text(f"<!doctype html><html><body>{Report(run[1])._repr_html_()}</body></html>", encoding="utf-8")
+    context = browser.new_context()
+    try:
+        view = context.new_page()
+        errors = []
+        view.on("pageerror", lambda error: errors.append(str(error)))
+        view.goto(cell.as_uri())
+        frame = view.wait_for_selector("iframe").content_frame()
+        frame.wait_for_function("window.dgiqaReportReady !== undefined")
+        # drawn again once the frame is laid out (a ResizeObserver)
+        frame.wait_for_function("document.querySelectorAll('#gallery .card').length === 3")
+        frame.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete)")
+        widths = frame.eval_on_selector_all("#gallery .card img", "i => i.map(x => x.naturalWidth)")
+        assert sorted(widths) == [171, 176, 256] and errors == []
+    finally:
+        context.close()

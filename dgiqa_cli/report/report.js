@@ -132,7 +132,9 @@
     pending = true;
     requestAnimationFrame(function () { pending = false; draw(false); });
   });
-  window.addEventListener("resize", function () { draw(true); });
+  // Redrawn whenever the gallery's size changes: a window resized, or a notebook frame laid out after the script ran.
+  if (window.ResizeObserver) new ResizeObserver(function () { draw(true); }).observe(gallery);
+  else window.addEventListener("resize", function () { draw(true); });
   byId("sort").addEventListener("change", refresh);
   byId("show").addEventListener("change", refresh);
   byId("filter").addEventListener("input", refresh);
