@@ -46,7 +46,7 @@ from .common import (
     setup_logging,
     sigterm_as_interrupt,
 )
-from .running import check_outputs, check_resumable, open_writers, print_summary, score_paths
+from .running import check_outputs, check_resumable, open_writers, print_summary, save_report, score_paths
 
 
 @app.command()
@@ -150,6 +150,14 @@ def batch(
     heatmaps_worst: Annotated[
         int | None, typer.Option(min=1, help="With --heatmaps: panels only for the N lowest-scoring images.")
     ] = None,
+    report_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write an HTML report of the rows here (see dgiqa report), at the end or on Ctrl-C; with "
+            "--heatmaps, its panels are shown.",
+        ),
+    ] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     depth_model: DepthModelOpt = None,
@@ -181,7 +189,7 @@ def batch(
     A shard's images are named SHARD/MEMBER (shards/000001.tar/sample7.jpg), a Parquet row FILE/KEY;
     --resume matches rows on these names.
     """
-    from ..export import OutputError, lock_outputs
+    from ..export import OutputError, lock_outputs, row_of
     from ..sources import SourceError, collect_units, is_url, iter_items, total_items
 
     setup_logging(quiet)
@@ -205,8 +213,10 @@ def batch(
         sources = {"recursive": recursive, "pattern": glob, "from_list": from_list}
         sources.update(image_column=image_column, key_column=key_column)
         forbidden = {"--csv": csv_path, "--jsonl": jsonl_path, "--heatmaps": heatmaps, "--compile": compile_models}
+        forbidden["--report (run dgiqa report FOLDER after it)"] = report_path
         run_on_ray(folders, sources, parquet_path, forbidden, scorer_options, ray_options, resume, overwrite, quiet)
     outputs = check_outputs(csv_path, jsonl_path, resume, overwrite, parquet_path)
+    report_rows = check_report(report_path, outputs)
     interrupted = "every finished image has its row; run again with --resume to finish"
     try:
         with lock_outputs([path for path, _ in outputs]), sigterm_as_interrupt():
@@ -246,6 +256,8 @@ def batch(
     except KeyboardInterrupt as exc:
         code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
         err.print(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: {interrupted}", highlight=False)
+        if report_path is not None and report_rows is not None:
+            save_report(report_path, read_report_rows(report_rows, csv_safe), quiet, heatmaps=heatmaps_folder(heatmaps))
         raise typer.Exit(code) from None
     except OutputError as exc:
         raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
@@ -256,7 +268,44 @@ def batch(
     if heatmaps is not None:
         chosen = sorted(scores_seen)[:heatmaps_worst] if heatmaps_worst else scores_seen
         write_heatmaps(scorer, [path for _, path in chosen], heatmaps, overwrite, quiet)
+    if report_path is not None:
+        rows = (
+            read_report_rows(report_rows, csv_safe) if report_rows else [row_of(r, scorer.settings) for r in table_rows]
+        )
+        save_report(report_path, rows, quiet, heatmaps=heatmaps_folder(heatmaps), skipped=stats.skipped)
     raise typer.Exit(EXIT_FAILED if stats.failed else EXIT_OK)
+
+
+def check_report(path: Path | None, outputs: list) -> Path | None:
+    """With --report: check it can be written, and name the output its rows are read back from (None: the table's
+    rows, kept in memory). Rows sent only to stdout are not kept, so they cannot be reported (exit 2)."""
+    from ..export import STDOUT, check_writable
+
+    if path is None:
+        return None
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise fail(f"--report: {exc}", EXIT_USAGE) from None
+    files = [file for file, _ in outputs if str(file) != STDOUT]
+    if outputs and not files:
+        raise fail("--report reads the rows back from a file: give --csv, --jsonl or --parquet a file", EXIT_USAGE)
+    return files[0] if files else None
+
+
+def read_report_rows(path: Path, csv_safe: bool) -> list[dict]:
+    """The rows of the run's output for its report (the file's earlier rows too, after --resume)."""
+    from ..report import RowsError, read_rows
+
+    try:
+        return read_rows([path], csv_safe) if path.exists() else []
+    except RowsError as exc:
+        err.print(f"[bold red]error:[/] no report: {escape(str(exc))}", highlight=False)
+        return []
+
+
+def heatmaps_folder(heatmaps: Path | None) -> Path | None:
+    return heatmaps if heatmaps is not None and heatmaps.is_dir() else None
 
 
 def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quiet: bool) -> None:

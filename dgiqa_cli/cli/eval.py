@@ -57,7 +57,7 @@ from .common import (
     setup_logging,
     sigterm_as_interrupt,
 )
-from .running import load_labelled
+from .running import load_labelled, save_report
 
 SCORES_FILE = "scores.csv"  # dgiqa batch's rows, written as pictures finish: what --resume reads back
 
@@ -205,6 +205,7 @@ def evaluate_command(
             raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
     if out_dir is not None:
         write_outputs(out_dir, folders, reports)
+        write_reports(folders, reports, quiet)
     if as_json:
         sys.stdout.write(json.dumps([r.as_json() for r in reports], indent=2, ensure_ascii=False) + "\n")
     else:
@@ -299,6 +300,29 @@ def write_outputs(out_dir: Path, folders: list[Path], reports) -> None:
             write_metrics(reports, out_dir / "metrics.json")
     except OSError as exc:
         raise fail(f"--out {printable(str(out_dir))}: {exc.strerror or exc}", EXIT_OUTPUT) from None
+
+
+def write_reports(folders: list[Path], reports, quiet: bool) -> None:
+    """report.html per set that was scored here (its scores.csv): the gallery, with the metrics and the scatter."""
+    from ..report import RowsError, read_rows
+
+    for folder, report in zip(folders, reports, strict=True):
+        if not (folder / SCORES_FILE).is_file():
+            continue  # --predictions: no rows of ours to show
+        try:
+            rows = read_rows([folder / SCORES_FILE])
+        except RowsError as exc:
+            err.print(f"[bold red]error:[/] no report: {escape(str(exc))}", highlight=False)
+            continue
+        scatter = folder / "scatter.png"
+        save_report(
+            folder / "report.html",
+            rows,
+            quiet,
+            title=f"dgiqa eval: {report.dataset} ({report.split})",
+            evaluation=report.as_json(),
+            scatter_png=scatter.read_bytes() if scatter.is_file() else None,
+        )
 
 
 def score_axis(report) -> str:

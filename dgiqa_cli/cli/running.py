@@ -152,3 +152,32 @@ def load_labelled(datasets, labels, root, path_column, mos_column, split_column,
     if not sets:
         raise fail("give data-set folders, or ratings with --labels FILE", EXIT_USAGE)
     return sets
+
+
+def save_report(path: Path, rows: list[dict], quiet: bool, **options) -> bool:
+    """Write ``dgiqa report``'s page of ``rows`` at the end of a run (batch --report, eval --out), thumbnails
+    with a progress bar. A report that cannot be made is one line on stderr and ``False``: the run's own
+    outputs are written already and its exit code stays what the scoring made it."""
+    from ..report import Report, ReportError
+
+    try:
+        with progress_bar(quiet) as progress:
+            Report(rows, on_progress=stage_progress(progress), **options).save(path)
+    except (ReportError, OSError) as exc:
+        err.print(f"[bold red]error:[/] no report written to {escape(printable(str(path)))}: {escape(str(exc))}")
+        return False
+    if not quiet:
+        err.print(f"report: {escape(printable(str(path)))}", highlight=False)
+    return True
+
+
+def stage_progress(progress):
+    """A report's ``on_progress(stage, done, total)``: one bar per stage (thumbnails, explain panels)."""
+    tasks: dict[str, int] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total, current="")
+        progress.update(tasks[stage], completed=done)
+
+    return on_progress
