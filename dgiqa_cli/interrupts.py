@@ -5,8 +5,8 @@
 known point (after its second row, after its first epoch) however fast or loaded the machine is.
 
 Events: ``row`` (a CSV/JSONL row written whole), ``unit`` (a distributed run's unit file committed),
-``checkpoint`` (a training checkpoint saved). Unset, as it always is outside tests, :func:`reached`
-is one environment lookup.
+``checkpoint`` (a training checkpoint saved), ``queued`` (a picture sent to ``dgiqa serve`` waits for its
+batch). Unset, as it always is outside tests, :func:`reached` is one environment lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import signal
 
 ENV = "DGIQA_INTERRUPT_AT"
-EVENTS = ("row", "unit", "checkpoint")
+EVENTS = ("row", "unit", "checkpoint", "queued")
 _counts: dict[str, int] = {}
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from dgiqa_cli import interrupts
 from dgiqa_cli.images import ImageError, decode_image
 from dgiqa_cli.serving import ServeSettings, create_app
 
@@ -341,7 +342,9 @@ def test_keys_and_sigterm_with_requests_in_flight(weight_args, expected):
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "dgiqa_cli", "serve", *weight_args, "--crops", "1", "--port", str(port)]
     command += ["--max-batch", "8", "--max-wait-ms", "600000"]
-    env = dict(os.environ, DGIQA_API_KEY=KEY)
+    # The server sends itself SIGTERM as the third picture joins the queue: all three are received, none
+    # answered (the batch would wait 10 minutes to fill).
+    env = dict(os.environ, DGIQA_API_KEY=KEY, **interrupts.at("queued", 3, "SIGTERM"))
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     key = {"Authorization": f"Bearer {KEY}"}
     try:
@@ -367,11 +370,6 @@ def test_keys_and_sigterm_with_requests_in_flight(weight_args, expected):
                 )  # fmt: skip
                 for p in pictures
             ]
-            deadline = time.monotonic() + 120
-            while metric(httpx.get(f"{url}/metrics", headers=key).text, "dgiqa_queue_depth") < 3:
-                assert time.monotonic() < deadline and not any(a.done() for a in answers)
-                time.sleep(0.05)
-            server.send_signal(signal.SIGTERM)  # all three are received and none is answered yet
             results = [a.result() for a in answers]
         assert server.wait(timeout=120) == 0
     finally:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .. import interrupts
 from ..engine import BatchRunner, default_batch_size, default_workers
 from ..scorer import PreparedImage, Scorer, ScoreResult
 from ..sources import Item
@@ -103,6 +104,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ready.put(_Waiting(prepared, future, loop))
+        interrupts.reached("queued")
         return await future
 
     async def run_exclusive(self, work: Callable):
