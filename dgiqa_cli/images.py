@@ -431,9 +431,16 @@ def silence_native_stderr() -> None:
 
 
 def keep_native_stderr() -> None:
-    """For servers (``dgiqa serve``): fd 2 never redirected, so log lines written while others decode are kept."""
+    """For servers (``dgiqa serve``): fd 2 never redirected, so log lines written while others decode are kept.
+
+    Undoes :func:`silence_native_stderr` where the CLI already called it: fd 2 points again where
+    ``sys.stderr`` writes.
+    """
     global _native_stderr_kept
     _native_stderr_kept = True
+    if _process_quiet:
+        sys.stderr.flush()
+        os.dup2(sys.stderr.fileno(), 2)
 
 
 # -- sizes and shapes ----------------------------------------------------------------------------

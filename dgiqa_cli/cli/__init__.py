@@ -26,12 +26,9 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
-    import sys
-
     from ..images import silence_native_stderr
 
     # C decoders (libpng, libjpeg) print to fd 2 from worker threads; our own messages keep the terminal.
-    # Not for `dgiqa serve`: a server's fd 2 is its log, left whole (see dgiqa_cli.images.keep_native_stderr).
-    if sys.argv[1:2] != ["serve"]:
-        silence_native_stderr()
+    # `dgiqa serve` gives its fd 2 back (a server's fd 2 is its log: dgiqa_cli.images.keep_native_stderr).
+    silence_native_stderr()
     app()
