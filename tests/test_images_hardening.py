@@ -334,7 +334,8 @@ def test_program_wide_silence_keeps_python_stderr(tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {os.getcwd()!r})
-from dgiqa_cli.images import decode_image, silence_native_stderr
+from dgiqa_cli.images import decode_image
+from dgiqa_cli.native_stderr import silence_native_stderr
 silence_native_stderr()
 data = open({str(tmp_path / "crc.png")!r}, "rb").read()
 decode_image(data, "crc.png")

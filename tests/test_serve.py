@@ -387,7 +387,7 @@ def test_a_server_process_keeps_fd_2_while_pictures_decode():
     decoder runs is kept; the CLI's other commands send fd 2 to /dev/null during decodes instead."""
     script = (
         "import os\n"
-        "from dgiqa_cli.images import keep_native_stderr, native_stderr_silenced\n"
+        "from dgiqa_cli.native_stderr import keep_native_stderr, native_stderr_silenced\n"
         "keep_native_stderr()\n"
         "with native_stderr_silenced():\n"
         "    os.write(2, b'log line written while a picture decodes\\n')\n"

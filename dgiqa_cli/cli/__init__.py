@@ -26,9 +26,9 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
-    from ..images import silence_native_stderr
+    from ..native_stderr import silence_native_stderr
 
     # C decoders (libpng, libjpeg) print to fd 2 from worker threads; our own messages keep the terminal.
-    # `dgiqa serve` gives its fd 2 back (a server's fd 2 is its log: dgiqa_cli.images.keep_native_stderr).
+    # `dgiqa serve` gives its fd 2 back (a server's fd 2 is its log: dgiqa_cli.native_stderr.keep_native_stderr).
     silence_native_stderr()
     app()

@@ -122,7 +122,7 @@ def serve(
         from ..serving.server import run_server
     except ImportError as exc:
         raise fail(f"dgiqa serve needs its extra: pip install 'dgiqa[serve]' ({exc})", EXIT_USAGE) from None
-    from ..images import keep_native_stderr
+    from ..native_stderr import keep_native_stderr
 
     keep_native_stderr()  # the server's fd 2 is its log: nothing may redirect it while pictures decode
     try:

@@ -13,7 +13,7 @@ import asyncio
 
 from ray import serve
 
-from ..images import keep_native_stderr
+from ..native_stderr import keep_native_stderr
 from ..scorer import PreparedImage, Scorer, ScoreResult
 from .api import create_app
 from .batching import Batcher
