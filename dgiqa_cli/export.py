@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import interrupts
+from .errors import EXIT_BUSY, EXIT_OUTPUT, DGIQAError, UsageError
 from .names import decode_path, encode_path, printable
 
 STDOUT = "-"
@@ -103,8 +104,12 @@ def reason(code: int | None) -> str:
     return os.strerror(code).lower() if code else "unknown error"
 
 
-class OutputError(OSError):
+class OutputError(DGIQAError, OSError):
     """An output file cannot be written; ``str()`` is one line naming the file and the cause."""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BUSY if self.errno == errno.EBUSY else EXIT_OUTPUT
 
     def __init__(self, path: str | os.PathLike, code: int | None, detail: str | None = None):
         super().__init__(code, detail or reason(code), os.fspath(path))
@@ -118,7 +123,7 @@ class OutputError(OSError):
         return cls(path, error.errno, detail)
 
 
-class ResumeError(ValueError):
+class ResumeError(UsageError):
     """An existing output was made with other settings (or by an older dgiqa), so rows cannot be appended to it."""
 
 

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import DGIQAError
 from .names import display_path, one_line, path_text, special_kind
 from .native_stderr import native_stderr_silenced
 
@@ -95,7 +96,7 @@ if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
-class ImageError(Exception):
+class ImageError(DGIQAError):
     """An input that cannot be scored; the message names the file and says why, in one printable line."""
 
     def __init__(self, path: str | bytes | os.PathLike, reason: str):

@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .errors import UsageError
 from .names import printable
 
 #: The usual SPAQ protocol scores its photos resized to 512 pixels on the short side (the SPAQ paper's).
@@ -46,7 +47,7 @@ _SPLIT_NAMES = {
 }
 
 
-class LabelsError(ValueError):
+class LabelsError(UsageError):
     """A labels file or data-set folder cannot be read as ratings; ``str()`` says which and why in one line."""
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UsageError
 from .images import MAX_FILE_BYTES, is_image_path
 
 TAR_SUFFIXES = (".tar",)
@@ -42,7 +43,7 @@ KEY_COLUMNS = ("key", "__key__", "path", "name", "id", "url")
 READ_BATCH_ROWS = 64  # Parquet rows per record batch read: a few MB of pictures at a time
 
 
-class SourceError(ValueError):
+class SourceError(UsageError):
     """A source that cannot be used at all (a usage error: no such file, no image column, no fsspec backend)."""
 
 

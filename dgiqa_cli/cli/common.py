@@ -34,12 +34,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..errors import (  # noqa: F401  (the commands import the codes from here)
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    EXIT_WEIGHTS,
+)
 from ..names import printable
 from ..version import __version__
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WEIGHTS = 0, 1, 2, 3
-EXIT_OUTPUT, EXIT_BUSY = 74, 75  # sysexits' EX_IOERR and EX_TEMPFAIL
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 out = Console(soft_wrap=True)
 # Messages are never hard-wrapped: a redirected stderr keeps one line per message, for grep.

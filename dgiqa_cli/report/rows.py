@@ -13,11 +13,12 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import UsageError
 from ..export import SETTINGS_FIELDS, _decode_paths, _parse
 from ..names import printable
 
 
-class ReportError(Exception):
+class ReportError(UsageError):
     """A report cannot be made; ``str()`` is one line saying why."""
 
 

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from .. import interrupts
+from ..errors import UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "dgiqa-finetune-checkpoint-1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint that is missing, unreadable, or from another run."""
 
 

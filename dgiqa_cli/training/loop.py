@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import preprocess as pp
+from ..errors import UsageError
 from ..metrics import correlations
 from ..runtime import autocast, pick_device
 from . import data, report
@@ -52,7 +53,7 @@ RESUME_FIXED = (
 )
 
 
-class FinetuneError(ValueError):
+class FinetuneError(UsageError):
     """A run that cannot start or continue, in one line that says what to do."""
 
 

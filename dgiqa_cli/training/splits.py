@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
+
 SPLIT_FILE = "split.csv"
 SPLITS = ("train", "validation", "test")
 
 
-class SplitError(ValueError):
+class SplitError(UsageError):
     """The labels cannot be split as asked, or a saved split does not match the labels."""
 
 

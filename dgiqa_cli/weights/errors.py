@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from ..errors import EXIT_USAGE, EXIT_WEIGHTS, DGIQAError
 
-class WeightsError(Exception):
+
+class WeightsError(DGIQAError):
     """Weights that cannot be had or do not fit; the message says what to do next."""
+
+    exit_code = EXIT_WEIGHTS
 
 
 class UnknownWeightsError(WeightsError, ValueError):
     """A weights spec that names nothing: a typo on the command line (a usage error)."""
+
+    exit_code = EXIT_USAGE
 
 
 class WrongKindError(UnknownWeightsError):

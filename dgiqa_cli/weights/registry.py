@@ -24,13 +24,15 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
+from ..errors import DGIQAError
+
 KINDS = ("model", "depth")
 AUTHORS_DEPTH_MODEL = "vitl"  # the depth encoder the DGIQA authors trained and score with
 _SECTIONS = {"model": "models", "depth": "depth_models"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class RegistryError(Exception):
+class RegistryError(DGIQAError):
     """The local registry file cannot be read or written; the message names the file."""
 
 
