@@ -1,24 +1,51 @@
 """dgiqa: blind image quality assessment (DGIQA, Life-IQA) for the command line and Python.
 
-from dgiqa_cli import Scorer
-result = Scorer().score("photo.jpg")       # ScoreResult(path, score, error, ...)
-results = Scorer().score_many(["a.jpg", "b.png"])
-rgb = load_image("photo.jpg")              # the (H, W, 3) uint8 pixels the models see, or ImageError
+    from dgiqa_cli import Scorer, create_model
+    result = Scorer().score("photo.jpg")        # ScoreResult(path, score, error, ...); never raises for a bad file
+    results = Scorer().score_many(["a.jpg", "b.png"])
+    model = create_model("dgiqa-koniq")         # the pipeline: model(x) on an (N, 3, H, W) batch in [0, 1]
+    rgb = load_image("photo.jpg")               # the (H, W, 3) uint8 pixels the models see, or ImageError
+
+Everything dgiqa raises on purpose derives from :class:`DGIQAError`.
 """
 
+from .errors import DGIQAError
 from .version import __version__
 
-__all__ = ["ImageError", "Scorer", "ScoreResult", "list_models", "load_image", "__version__"]
+__all__ = [
+    "DGIQAError",
+    "ImageError",
+    "ScoreResult",
+    "Scorer",
+    "WeightsError",
+    "__version__",
+    "create_model",
+    "list_models",
+    "list_weights",
+    "load_image",
+]
+
+# Where each public name lives; imported on first use, because torch and timm take seconds to import and
+# `dgiqa --help` should not pay for them.
+_LAZY = {
+    "Scorer": "scorer",
+    "ScoreResult": "scorer",
+    "list_weights": "scorer",
+    "list_models": "scorer",
+    "create_model": "inference.model",
+    "load_image": "images",
+    "ImageError": "images",
+    "WeightsError": "weights.errors",
+}
 
 
 def __getattr__(name):
-    # Importing torch and timm takes seconds; `dgiqa --help` should not pay for it.
-    if name in ("Scorer", "ScoreResult", "list_models"):
-        from . import scorer
+    if name in _LAZY:
+        from importlib import import_module
 
-        return getattr(scorer, name)
-    if name in ("load_image", "ImageError"):
-        from . import images
-
-        return getattr(images, name)
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'dgiqa_cli' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

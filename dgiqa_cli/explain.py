@@ -1,8 +1,8 @@
 """Why an image scored as it did: depth, attention and local-quality maps, for DGIQA and Life-IQA.
 
 The computation lives here; drawing (colour maps, colour bars, the panel) is in
-:mod:`dgiqa_cli.render`. Everything runs through the :class:`~dgiqa_cli.scorer.Scorer`'s
-public steps (``load`` -> ``prepare`` -> [``depth_map`` -> ``depth_frame``] ->
+:mod:`dgiqa_cli.render`. Everything runs through the scoring model's public steps
+(:class:`~dgiqa_cli.inference.model.IQAModel`: ``prepare`` -> [``depth_map`` -> ``depth_frame``] ->
 ``score_crops`` / ``score_rgb_crops``), so the score of an explanation is the
 score of ``Scorer.score`` for the same settings: the scoring crops go through
 the model in one pass that returns the scores *and* the attention weights, and
@@ -63,6 +63,7 @@ from .maps import (
     smooth_map,
     window_grid,
 )
+from .models.spec import DGIQA, LIFE_IQA, ModelSpec
 from .render import CMAPS, QUALITY_MIN_SPAN, MapView, finite_range, resize_map
 
 ATTENTION_KINDS = ("cross", "refine")
@@ -86,18 +87,16 @@ class CropPass:
     depth_frame: np.ndarray | None = None  # (H', W') uint8, the depth picture DGIQA sees
 
 
-def dgiqa_pass(scorer, prepared, depth=None) -> CropPass:
+def dgiqa_pass(model, prepared, depth=None) -> CropPass:
     """DGIQA: depth map (unless given), then RGB and depth crops together; Depth-CAR attention."""
     if depth is None:
-        depth = scorer.depth_map(prepared.depth_input)
-    depth_frame = scorer.depth_frame(prepared, depth)
+        depth = model.depth_map(prepared.depth_input)
+    depth_frame = model.depth_frame(prepared, depth)
     frame, positions = prepared.frame, prepared.positions
-    scores, weights = scorer.score_crops(
-        prepared.rgb_crops, pp.cut_crops(depth_frame, positions), return_attention=True
-    )
+    scores, weights = model.score_crops(prepared.rgb_crops, pp.cut_crops(depth_frame, positions), return_attention=True)
 
     def score_windows(windows):
-        return scorer.score_crops(pp.cut_crops(frame, windows), pp.cut_crops(depth_frame, windows)).cpu().numpy()
+        return model.score_crops(pp.cut_crops(frame, windows), pp.cut_crops(depth_frame, windows)).cpu().numpy()
 
     return CropPass(
         scores=scores.cpu(),
@@ -108,15 +107,15 @@ def dgiqa_pass(scorer, prepared, depth=None) -> CropPass:
     )
 
 
-def life_iqa_pass(scorer, prepared, depth=None) -> CropPass:
+def life_iqa_pass(model, prepared, depth=None) -> CropPass:
     """Life-IQA: RGB crops alone; its query decoder's last cross-attention over the 7 x 7 stage-3 grid."""
     if depth is not None:
         raise ValueError("Life-IQA has no depth stage: it takes no depth map")
     frame = prepared.frame
-    scores, weights = scorer.score_rgb_crops(prepared.rgb_crops, return_attention=True)
+    scores, weights = model.score_rgb_crops(prepared.rgb_crops, return_attention=True)
 
     def score_windows(windows):
-        return scorer.score_rgb_crops(pp.cut_crops(frame, windows)).cpu().numpy()
+        return model.score_rgb_crops(pp.cut_crops(frame, windows)).cpu().numpy()
 
     return CropPass(
         scores=scores.cpu(), attention={"cross": weights.cpu().numpy().astype(np.float32)}, score_windows=score_windows
@@ -125,32 +124,32 @@ def life_iqa_pass(scorer, prepared, depth=None) -> CropPass:
 
 @dataclass(frozen=True)
 class Family:
-    """What an explanation of one model family shows and how it gets it; the only place the families differ."""
+    """How an explanation of one model family is shown and made; the family's facts are its :class:`ModelSpec`."""
 
-    name: str  # as printed: "DGIQA", "Life-IQA"
-    attention: Mapping[str, str]  # the attention kinds it has -> their titles in the panel
-    has_depth: bool  # a depth map to show (and a {stem}_depth.png)
+    spec: ModelSpec  # the attention kinds it has, whether it has a depth map
     heading: str  # the panel's score, formatted with score and scale
     setup: str  # the panel's setup line, formatted with model, depth_model and crops
-    run: Callable[..., CropPass]  # (scorer, prepared, depth) -> CropPass
+    run: Callable[..., CropPass]  # (model, prepared, depth) -> CropPass
+
+    @property
+    def name(self) -> str:
+        return self.spec.title
+
+    @property
+    def attention(self) -> Mapping[str, str]:
+        return self.spec.attention
+
+    @property
+    def has_depth(self) -> bool:
+        return self.spec.needs_depth
 
 
 FAMILIES = {
     "dgiqa": Family(
-        name="DGIQA",
-        attention={"cross": "Depth-CAR cross-attention", "refine": "Refinement self-attention"},
-        has_depth=True,
-        heading="DGIQA score {score:.4f}",
-        setup="{model}, depth {depth_model}, {crops} crops",
-        run=dgiqa_pass,
+        DGIQA, heading="DGIQA score {score:.4f}", setup="{model}, depth {depth_model}, {crops} crops", run=dgiqa_pass
     ),
     "life-iqa": Family(
-        name="Life-IQA",
-        attention={"cross": "Decoder cross-attention"},
-        has_depth=False,
-        heading="Life-IQA score {score:.4g} ({scale})",
-        setup="{model}, {crops} crops",
-        run=life_iqa_pass,
+        LIFE_IQA, heading="Life-IQA score {score:.4g} ({scale})", setup="{model}, {crops} crops", run=life_iqa_pass
     ),
 }
 
@@ -410,7 +409,7 @@ def explain_prepared(
         raise ValueError(f"the quality-map stride must be between 1 and {WINDOW} pixels")
     frame = prepared.frame
     frame_shape = frame.shape[:2]
-    crops = family.run(scorer, prepared, depth)
+    crops = family.run(scorer.iqa_model, prepared, depth)
 
     rgb = prepared.rgb
     if rgb is None:  # dropped by prepare(keep_rgb=False): show the frame, scaled back up

@@ -7,6 +7,8 @@ import logging
 
 import torch
 
+from .errors import UsageError
+
 log = logging.getLogger("dgiqa")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -17,7 +19,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: CUDA if present, then Apple's MPS, else CPU. Asking for a missing one is an error."""
     if name not in DEVICES and not name.startswith("cuda:"):
-        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
+        raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if name == "auto":
@@ -25,20 +27,20 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("cuda")
         return torch.device("mps" if has_mps else "cpu")
     if name.startswith("cuda:") and not name.removeprefix("cuda:").isdigit():
-        raise ValueError(f"--device {name}: GPUs are named cuda:N, numbered from 0")
+        raise UsageError(f"device {name}: GPUs are named cuda:N, numbered from 0")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU (is this a CPU build of torch?)")
+        raise UsageError("device cuda was asked for, but PyTorch sees no CUDA GPU (is this a CPU build of torch?)")
     if name.startswith("cuda:") and int(name.removeprefix("cuda:")) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+        raise UsageError(f"device {name}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if name == "mps" and not has_mps:
-        raise ValueError("--device mps was asked for, but Apple's Metal backend is not available here")
+        raise UsageError("device mps was asked for, but Apple's Metal backend is not available here")
     return torch.device(name)
 
 
 def pick_precision(name: str, device: torch.device) -> str:
     """``auto``: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU (where half is slower)."""
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "fp16" and device.type == "cpu":
         log.warning("fp16 on the CPU is slower than fp32 (CPUs lack fast fp16 arithmetic); bf16 is the fast choice")
     if name != "auto":
@@ -55,3 +57,35 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device, precision: str):
+    """One forward pass's settings, restored afterwards: the caller's process keeps its own torch flags.
+
+    CUDA: cuDNN picks its fastest kernels for our fixed shapes (``benchmark``), and fp32 keeps TF32 off
+    for convolutions and matrix products, which would break its promise of the authors' numbers. Then
+    mixed precision for ``precision`` (a no-op for fp32).
+    """
+    if device.type != "cuda":
+        with autocast(device, precision):
+            yield
+        return
+    exact = precision == "fp32"
+    matmul = torch.backends.cuda.matmul
+    caller_tf32 = matmul.allow_tf32
+    try:
+        if exact:
+            matmul.allow_tf32 = False
+        with (
+            torch.backends.cudnn.flags(
+                enabled=True,
+                benchmark=True,
+                deterministic=torch.backends.cudnn.deterministic,
+                allow_tf32=not exact and torch.backends.cudnn.allow_tf32,
+            ),
+            autocast(device, precision),
+        ):
+            yield
+    finally:
+        matmul.allow_tf32 = caller_tf32

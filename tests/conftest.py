@@ -51,7 +51,7 @@ def networks_built_once():
     """
     from collections import OrderedDict
 
-    from dgiqa_cli import scorer as scorer_module
+    from dgiqa_cli.inference import model as scorer_module
 
     real = scorer_module.load_network
     cache: OrderedDict = OrderedDict()

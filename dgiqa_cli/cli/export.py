@@ -66,7 +66,7 @@ def export(
       dgiqa export deploy/ --format onnx --depth-model vits
     """
     from ..backends.export import export_networks
-    from ..scorer import Scorer
+    from ..inference.model import create_model
 
     setup_logging(quiet)
     chosen = tuple(f.value for f in formats) if formats else ("onnx", "openvino")
@@ -76,18 +76,18 @@ def export(
     if taken and not force:
         raise fail(f"{printable(str(taken[0]))} exists; use --force to overwrite, or another folder", EXIT_USAGE)
     options = {
-        "model": model.value if model else None,
+        "family": model.value if model else None,
         "depth_model": depth_model.value if depth_model else None,
         "depth_weights": depth_weights,
     }
     with weights_errors(), busy("Loading models…"):
         try:
-            scorer = Scorer(weights, device="cpu", precision="fp32", backend="torch", **options)
+            pipeline = create_model(weights, device="cpu", precision="fp32", backend="torch", **options)
         except ValueError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
-    networks = [(scorer.model, scorer.arch, scorer.weights.sha256)]
-    if scorer.depth is not None:
-        networks.append((scorer.depth, scorer.depth_weights.arch, scorer.depth_weights.sha256))
+    networks = [(pipeline.network, pipeline.arch, pipeline.weights.sha256)]
+    if pipeline.depth is not None:
+        networks.append((pipeline.depth, pipeline.depth_weights.arch, pipeline.depth_weights.sha256))
     with busy("Converting…"):
         try:
             card = export_networks(out_dir, networks, formats=chosen)
@@ -96,7 +96,7 @@ def export(
     if as_json:
         sys.stdout.write(json.dumps(card, indent=2) + "\n")
         raise typer.Exit(EXIT_OK)
-    table = Table(title=f"{scorer.arch} · {escape(scorer.model_name)}", header_style="bold")
+    table = Table(title=f"{pipeline.arch} · {escape(pipeline.model_name)}", header_style="bold")
     for column in ("network", "files", "inputs", "output"):
         table.add_column(column, overflow="fold")
     for network in card["networks"]:

@@ -7,15 +7,23 @@
 - ``'life-iqa'``: ``forward(x) -> (N,)``, crops of 224 x 224, unbounded MOS regression.
 
 Weights are not loaded here (see :func:`dgiqa_cli.weights.load_network`); each architecture's
-``checkpoint_filter`` adapts foreign checkpoints, as timm's filter functions do.
+``checkpoint_filter`` adapts foreign checkpoints, as timm's filter functions do. What a family *is*
+(framing, depth, attention, score range) is in :mod:`.spec`; the scoring pipeline that puts
+networks, weights and pre-processing together is :func:`dgiqa_cli.create_model`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from .spec import FAMILIES, SPECS, ModelSpec, spec_for
+
+if TYPE_CHECKING:  # torch is imported by the builders, so that the specs load without it
+    import torch
+    from torch import nn
+
+__all__ = ["ARCHITECTURES", "DEPTH_ENCODERS", "FAMILIES", "SPECS", "ModelSpec", "build_model", "spec_for"]
 
 DEPTH_ENCODERS = ("vits", "vitb", "vitl")
 ARCHITECTURES = ("dgiqa", *(f"depth-anything-{e}" for e in DEPTH_ENCODERS), "life-iqa")

@@ -86,9 +86,9 @@ class Skipped:
     reason: str
 
 
-def make_frame(rgb: np.ndarray, arch: str, input_size: tuple[int, int]) -> np.ndarray:
-    """The frame crops are cut from, as scoring makes it: short side 384 (DGIQA) or exactly ``input_size``."""
-    return pp.resize_exact(rgb, input_size) if arch == "life-iqa" else pp.resize_short_side(rgb)
+def make_frame(rgb: np.ndarray, arch: str, input_size: tuple[int, int] | None) -> np.ndarray:
+    """The frame crops are cut from, as scoring makes it: exactly ``input_size`` (Life-IQA), else short side 384."""
+    return pp.resize_exact(rgb, input_size) if input_size is not None else pp.resize_short_side(rgb)
 
 
 class DepthCache:

@@ -22,6 +22,7 @@ import torch
 from .. import preprocess as pp
 from ..errors import UsageError
 from ..metrics import correlations
+from ..models.spec import spec_for
 from ..runtime import autocast, pick_device
 from . import data, report
 from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
@@ -172,6 +173,7 @@ class Run:
         if self.checkpoint is not None and self.checkpoint["init_sha256"] != self.initial.sha256:
             raise FinetuneError(f"--init {s.init}: not the weights the run being resumed started from (sha256 differs)")
         self.arch = self.initial.arch
+        self.spec = spec_for(self.arch)
         self.network = self.initial.network.to(self.device)
         self.frozen = freeze(self.network, self.arch, s.freeze)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
@@ -180,11 +182,13 @@ class Run:
         train = [by_path[p] for p in self.split.paths("train")]
         validation = [by_path[p] for p in self.split.paths("validation")]
         low, high = min(i.mos for i in train), max(i.mos for i in train)
-        self.scale = data.LabelScale(low, high, self.labelled.lower_is_better, bounded=self.arch == "dgiqa")
+        self.scale = data.LabelScale(
+            low, high, self.labelled.lower_is_better, bounded=None not in self.spec.score_range
+        )
         self.depth_stage = None
         self.cache = None
         self.scratch = None  # without the cache: depth pictures live in a scratch folder, remade every epoch
-        if self.arch == "dgiqa":
+        if self.spec.needs_depth:
             self.depth_stage = data.DepthStage(self.initial.depth.network, self.device)
             folder = Path(s.cache_dir) if s.cache_dir else default_cache_dir()
             if not s.depth_cache:
@@ -237,14 +241,14 @@ class Run:
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         x = pp.normalize_uint8(rgb.to(self.device))
         with autocast(self.device, self.precision):
-            if self.arch == "dgiqa":
+            if self.spec.needs_depth:
                 d = pp.normalize_uint8(depth.to(self.device)[..., None].expand(-1, -1, -1, 3))
                 return self.network(x, d).float()
             return self.network(x).float()
 
     def train_epoch(self, epoch: int) -> dict:
         s = self.settings
-        if not s.depth_cache and self.arch == "dgiqa" and epoch > 0:  # the measurement without the cache
+        if not s.depth_cache and self.spec.needs_depth and epoch > 0:  # the measurement without the cache
             import shutil
 
             shutil.rmtree(self.cache.folder, ignore_errors=True)

@@ -6,20 +6,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..models import DEPTH_ENCODERS, build_model
-from ..weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
-from ..weights.registry import depth_entry_for_arch
+from ..errors import UsageError
+from ..inference.model import load_depth_stage, load_scoring_weights
+from ..models import build_model, spec_for
+from ..weights import LoadedNetwork, WeightsError
 
-FAMILIES = ("dgiqa", "life-iqa")
 IMAGENET = "imagenet"
-LIFE_IQA_INPUT_SIZE = (512, 384)  # (H, W), Life-IQA's KonIQ frame
-# timm backbones that ImageNet initialisation loads, and the modules they go to.
-IMAGENET_BACKBONES = {
-    "dgiqa": ("swin_tiny_patch4_window7_224.ms_in1k", ("backbone", "depth_backbone")),
-    "life-iqa": ("swin_base_patch4_window7_224.ms_in22k_ft_in1k", ("pretrain_model",)),
-}
-# What ``--freeze backbones`` freezes: the Swin backbones (Life-IQA's stages are registered twice, as the authors').
-BACKBONES = {"dgiqa": ("backbone", "depth_backbone"), "life-iqa": ("pretrain_model", "backbone_stages")}
 
 
 @dataclass
@@ -31,7 +23,7 @@ class Initial:
     label: str  # how --init named it
     sha256: str | None  # of the weights file (None for ImageNet backbones)
     model_config: dict
-    input_size: tuple[int, int]
+    input_size: tuple[int, int] | None  # Life-IQA's fixed frame; None: DGIQA's short side 384
     card: object | None  # RegistryEntry of the initial weights
     depth: LoadedNetwork | None
     depth_model: str | None
@@ -47,21 +39,17 @@ def load_initial(
 ) -> Initial:
     """``init``: a registry name, a file, a Hub-format folder, ``hf://...``, or ``imagenet`` (timm's ImageNet
     backbones, downloaded from the Hub unless ``backbone_weights`` names a local file of them)."""
-    if model is not None and model not in FAMILIES:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}")
     if init == IMAGENET:
-        arch = model or "dgiqa"
-        network = build_model(arch)
-        load_imagenet_backbones(network, arch, backbone_weights)
-        initial = Initial(network, arch, IMAGENET, None, {}, LIFE_IQA_INPUT_SIZE, None, None, None)
-        trained_with = AUTHORS_DEPTH_MODEL
+        spec = spec_for(model or "dgiqa")
+        network = build_model(spec.family)
+        load_imagenet_backbones(network, spec.family, backbone_weights)
+        initial = Initial(network, spec.family, IMAGENET, None, {}, spec.input_size, None, None, None)
+        trained_with = None
     else:
         if backbone_weights is not None:
-            raise ValueError("--backbone-weights is for --init imagenet")
-        loaded = load_network(init, "model")
-        if loaded.arch not in FAMILIES or (model is not None and loaded.arch != model):
-            wanted = model or "DGIQA or Life-IQA"
-            raise WeightsError(f"{loaded.label}: holds {loaded.arch} weights, not {wanted} weights")
+            raise UsageError("backbone weights are for an ImageNet start (init 'imagenet')")
+        loaded = load_scoring_weights(init, model)
+        spec = spec_for(loaded.arch)
         config = loaded.card.config
         initial = Initial(
             loaded.network,
@@ -69,21 +57,13 @@ def load_initial(
             loaded.label,
             loaded.sha256,
             dict(config.get("model", {})),
-            tuple(config.get("input_size", LIFE_IQA_INPUT_SIZE)),
+            tuple(config.get("input_size", spec.input_size or ())) or None,
             loaded.card,
             None,
             None,
         )
-        trained_with = loaded.card.depth_model or AUTHORS_DEPTH_MODEL
-    if initial.arch == "dgiqa":
-        name = depth_model or trained_with
-        if name not in DEPTH_ENCODERS:
-            raise ValueError(f"unknown depth model {name!r}; choose one of {', '.join(DEPTH_ENCODERS)}")
-        spec = depth_weights or depth_entry_for_arch(name).name
-        initial.depth = load_network(spec, "depth", arch=f"depth-anything-{name}")
-        initial.depth_model = name
-    elif depth_model or depth_weights:
-        raise ValueError("--depth-model and --depth-weights are for DGIQA; Life-IQA has no depth stage")
+        trained_with = loaded.card.depth_model
+    initial.depth_model, initial.depth = load_depth_stage(spec, trained_with, depth_model, depth_weights)
     return initial
 
 
@@ -91,7 +71,8 @@ def load_imagenet_backbones(network: nn.Module, arch: str, backbone_weights: str
     """Put timm's ImageNet weights into the model's Swin backbone(s)."""
     import timm
 
-    name, modules = IMAGENET_BACKBONES[arch]
+    spec = spec_for(arch)
+    name, modules = spec.imagenet_backbone, spec.imagenet_modules
     overlay = {"file": str(backbone_weights)} if backbone_weights else None
     features_only = arch == "dgiqa"
     try:
@@ -101,7 +82,7 @@ def load_imagenet_backbones(network: nn.Module, arch: str, backbone_weights: str
     except Exception as exc:  # a download or a file that does not fit: one line, and what to do
         raise WeightsError(
             f"cannot load ImageNet weights for {name} ({type(exc).__name__}: {exc}); they are downloaded from "
-            "the Hugging Face Hub, or pass --backbone-weights FILE"
+            "the Hugging Face Hub, or give a local file of them (backbone weights)"
         ) from None
     for module_name in modules:
         missing, unexpected = getattr(network, module_name).load_state_dict(source, strict=False)
@@ -118,7 +99,7 @@ def freeze(network: nn.Module, arch: str, spec: str) -> list[str]:
     spec = spec.strip()
     if spec in ("", "none"):
         return []
-    names = list(BACKBONES[arch]) if spec == "backbones" else [n.strip() for n in spec.split(",") if n.strip()]
+    names = list(spec_for(arch).backbones) if spec == "backbones" else [n.strip() for n in spec.split(",") if n.strip()]
     known = dict(network.named_modules())
     unknown = [n for n in names if n not in known or n == ""]
     if unknown:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.spec import spec_for
 from ..version import __version__
 from ..weights.card import model_card
 from ..weights.files import sha256_of
@@ -77,8 +78,8 @@ def weights_config(name: str, initial, training: dict) -> dict:
         "dtype": "float32",
         "parameters": sum(p.numel() for p in initial.network.parameters()),
         "depth_model": initial.depth_model,
-        "score_range": [0.0, 1.0] if arch == "dgiqa" else [None, None],
-        "higher_is_better": True,
+        "score_range": list(spec_for(arch).score_range),
+        "higher_is_better": not spec_for(arch).lower_better,
         "trained_on": training["data"]["name"],
         "description": f"{arch} fine-tuned on {training['data']['name']} with dgiqa finetune, from {initial.label}",
         "citation": citation,
@@ -91,7 +92,7 @@ def weights_config(name: str, initial, training: dict) -> dict:
         "training": training,
         "conversion": {"tool": f"dgiqa {__version__}", "steps": ["trained with dgiqa finetune (see training)"]},
     }
-    if arch == "life-iqa":
+    if initial.input_size is not None:
         config["input_size"] = list(initial.input_size)
     return config
 

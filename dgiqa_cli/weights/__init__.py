@@ -24,6 +24,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..models.spec import SPECS
 from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
 from .registry import AUTHORS_DEPTH_MODEL, RegistryEntry
 
@@ -37,9 +38,6 @@ __all__ = [
     "WrongKindError",
     "load_network",
 ]
-
-# What a family's scores mean when the weights do not say (a bare .pth file).
-DEFAULT_SCORE_RANGES = {"dgiqa": (0.0, 1.0), "life-iqa": (None, None)}
 
 
 @dataclass
@@ -97,7 +95,7 @@ def load_network(
         )
     if arch is not None and card.arch != arch:
         raise WeightsError(f"{resolved.label}: holds {card.arch} weights, not {arch} weights")
-    if card.score_range == (None, None) and card.arch in DEFAULT_SCORE_RANGES:
-        card = replace(card, score_range=DEFAULT_SCORE_RANGES[card.arch])
+    if card.score_range == (None, None) and card.arch in SPECS:  # a bare .pth: the family's range
+        card = replace(card, score_range=SPECS[card.arch].score_range)
     network = load_checked(card.arch, dict(card.config.get("model", {})), resolved, state_dict)
     return LoadedNetwork(network.eval(), card, resolved.path, resolved.label)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import ARCHITECTURES, DEPTH_ENCODERS, checkpoint_filter, detect_architecture
+from ..models import ARCHITECTURES, DEPTH_ENCODERS, SPECS, checkpoint_filter, detect_architecture
 from ..version import __version__
 from .errors import UnknownWeightsError, WeightsError
 from .files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
@@ -250,7 +250,7 @@ def import_checkpoint(
         "parameters": parameter_count(model),
         "depth_model": depth_model,
         "score_range": list(score_range) if score_range else [None, None],
-        "higher_is_better": True,
+        "higher_is_better": not SPECS[arch].lower_better if arch in SPECS else True,
         "trained_on": trained_on or "",
         "description": description or defaults["description"],
         "citation": citation or defaults["citation"],

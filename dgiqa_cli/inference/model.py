@@ -1,0 +1,391 @@
+"""``create_model``: the one way to make a scoring model, as timm's ``create_model`` and pyiqa's ``create_metric``.
+
+A model is the whole pipeline the authors' scripts run: the scoring network and (DGIQA) the Depth
+Anything stage, their weights, the backend and precision they run in, and the crops they score::
+
+    model = create_model("dgiqa-koniq", crops=20)
+    scores = model(x)        # x: (N, 3, H, W) float RGB in [0, 1], or (N, H, W, 3) uint8 -> (N,) scores
+
+One picture flows: depth map (Depth Anything) -> both frames resized (short side 384; Life-IQA: its
+fixed input size) -> N crops at the same places -> the network on all crops in one batch -> mean.
+The steps are methods so that the batch engine can run the CPU ones in workers and batch the device
+ones across pictures. :class:`~dgiqa_cli.inference.scorer.Scorer` adds inputs of every kind (paths,
+bytes, PIL images) and a result row per picture.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import preprocess as pp
+from ..backends import accelerate, pick_backend
+from ..errors import UsageError
+from ..images import DecodedImage, ImageError, decoded_from_array
+from ..models import DEPTH_ENCODERS, ModelSpec, spec_for
+from ..models.spec import FAMILIES
+from ..runtime import inference_context, pick_device, pick_precision
+from ..weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
+from ..weights.registry import default_model_name, depth_entry_for_arch, model_entries
+
+log = logging.getLogger("dgiqa")
+
+DEFAULT_CROPS = 20
+DEFAULT_SEED = 42
+DEFAULT_MAX_CROPS = 128  # crops per forward pass: bounds activation memory whatever the crop count
+
+
+def default_weights_for(family: str) -> str:
+    """The registry name used when only the model family is given."""
+    names = [name for name, entry in model_entries().items() if entry.arch == family]
+    if not names:
+        raise UsageError(f"the registry has no weights for {family}")
+    default = default_model_name()
+    return default if default in names else names[0]
+
+
+def load_scoring_weights(weights: str | os.PathLike | None, family: str | None = None) -> LoadedNetwork:
+    """The scoring network's weights (a registry name, a file, a Hub folder, ``hf://``), checked to be a family's."""
+    if family is not None:
+        spec_for(family)  # a UsageError naming the families
+    loaded = load_network(weights or default_weights_for(family or "dgiqa"), "model")
+    if loaded.arch not in FAMILIES or (family is not None and loaded.arch != family):
+        wanted = family or " or ".join(FAMILIES)
+        raise WeightsError(f"{loaded.label}: holds {loaded.arch} weights, not {wanted} weights")
+    return loaded
+
+
+def load_depth_stage(
+    spec: ModelSpec, trained_with: str | None, depth_model: str | None = None, depth_weights=None
+) -> tuple[str | None, LoadedNetwork | None]:
+    """The Depth Anything stage a family needs: by default the encoder its weights were trained with.
+
+    Returns ``(encoder, weights)``, or ``(None, None)`` for a family without a depth stage.
+    """
+    if not spec.needs_depth:
+        if depth_model or depth_weights:
+            raise UsageError(f"{spec.title} has no depth stage: a depth model or depth weights do not apply")
+        return None, None
+    trained_with = trained_with or AUTHORS_DEPTH_MODEL
+    encoder = depth_model or trained_with
+    if encoder not in DEPTH_ENCODERS:
+        raise UsageError(f"unknown depth model {depth_model!r}; choose one of {', '.join(DEPTH_ENCODERS)}")
+    if encoder != trained_with:
+        log.warning(
+            "depth model %s differs from the %s these %s weights were trained with: scores will shift",
+            encoder,
+            trained_with,
+            spec.title,
+        )
+    source = depth_weights or depth_entry_for_arch(encoder).name
+    return encoder, load_network(source, "depth", arch=f"depth-anything-{encoder}")
+
+
+@dataclass
+class PreparedImage:
+    """What the CPU makes of one picture before the device sees it."""
+
+    path: str
+    width: int
+    height: int
+    rgb: np.ndarray | None  # (H, W, 3) uint8, the decoded picture (None once dropped)
+    depth_input: np.ndarray | None  # (3, h, w) float32, Depth Anything's input (DGIQA only)
+    frame: np.ndarray  # (H', W', 3) uint8 that crops are cut from: short side 384 (DGIQA), 512 x 384 (Life-IQA)
+    positions: list[tuple[int, int]]
+    rgb_crops: np.ndarray  # (N, 224, 224, 3) uint8, cut from ``frame`` at ``positions``
+    decoder: str = "opencv"  # which decoder produced the pixels
+
+
+class IQAModel:
+    """A loaded scoring pipeline; make one with :func:`create_model`.
+
+    ``model(x)`` scores a batch of pictures; the step methods (``prepare``, ``depth_maps``,
+    ``score_crops``...) are what the batch engine, explain and the server run one by one.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        family: str | None = None,
+        device: str | None = None,
+        precision: str = "auto",
+        backend: str | None = "auto",
+        depth_model: str | None = None,
+        depth_weights: str | os.PathLike | None = None,
+        crops: int = DEFAULT_CROPS,
+        crop_mode: str = "official",
+        seed: int = DEFAULT_SEED,
+        max_crops: int = DEFAULT_MAX_CROPS,
+    ):
+        if crops < 1:
+            raise UsageError(f"crops must be at least 1 (got {crops})")
+        if crop_mode not in pp.CROP_MODES:
+            raise UsageError(f"unknown crop mode {crop_mode!r}; choose one of {', '.join(pp.CROP_MODES)}")
+        self.crops, self.crop_mode, self.seed, self.max_crops = crops, crop_mode, seed, max_crops
+        self.device = pick_device(device or "auto")
+        self.precision = pick_precision(precision, self.device)
+        # What runs the networks: OpenVINO on the CPU (fused graphs, oneDNN, bf16), PyTorch elsewhere.
+        self.backend = pick_backend(backend or os.environ.get("DGIQA_BACKEND") or "auto", self.device)
+
+        self.weights: LoadedNetwork = load_scoring_weights(weights, family)
+        self.spec: ModelSpec = spec_for(self.weights.arch)
+        self.model_name, self.arch, self.card = self.weights.label, self.weights.arch, self.weights.card
+        # Life-IQA's fixed (H, W) frame: the card's when it records one, else the family's.
+        self.input_size = tuple(self.card.config.get("input_size", self.spec.input_size or ())) or None
+        self.network = self._accelerate(self.weights.network.to(self.device), self.weights)
+        self.depth_model_name, self.depth_weights = load_depth_stage(
+            self.spec, self.card.depth_model, depth_model, depth_weights
+        )
+        self.depth = None
+        if self.depth_weights is not None:
+            self.depth = self._accelerate(self.depth_weights.network.to(self.device), self.depth_weights)
+
+    def _accelerate(self, network: torch.nn.Module, weights: LoadedNetwork):
+        """The network as the backend runs it: itself (PyTorch), or compiled by OpenVINO (cached on disk).
+
+        A network OpenVINO cannot take stays with PyTorch (one warning), and the backend says so.
+        """
+        if self.backend != "openvino":
+            return network
+        fast = accelerate(network, weights.arch, precision=self.precision, weights_sha256=weights.sha256)
+        if fast is network:
+            self.backend = "torch"
+        return fast
+
+    def compile(self) -> None:
+        """``torch.compile`` both networks: slower first batches, faster after (worth it for big runs).
+
+        Networks OpenVINO runs are compiled already: they are left as they are.
+        """
+        if self.backend == "openvino":
+            return
+        self.network = torch.compile(self.network)
+        if self.depth is not None:
+            self.depth = torch.compile(self.depth, dynamic=True)
+
+    # -- what the scores mean ----------------------------------------------------------------------
+
+    @property
+    def score_range(self) -> tuple[float | None, float | None]:
+        """The range scores fall in (the weights' card, else the family's); ``(None, None)`` when unbounded."""
+        return self.card.score_range if self.card.score_range != (None, None) else self.spec.score_range
+
+    @property
+    def lower_better(self) -> bool:
+        """Whether a lower score means a better picture (the weights' card says; False for the published ones)."""
+        return not self.card.higher_is_better
+
+    @property
+    def scale(self) -> str:
+        """The score scale in words, printed beside every number."""
+        low, high = self.score_range
+        if low is None or high is None:
+            return self.spec.describe_scale((low, high), self.card.trained_on)
+        return f"{low:g} to {high:g}, {'lower' if self.lower_better else 'higher'} is better"
+
+    @property
+    def exact(self) -> bool:
+        """fp32 reproduces the authors' arithmetic everywhere; half precision takes the fast paths."""
+        return self.precision == "fp32"
+
+    @property
+    def settings(self) -> dict:
+        """Every setting that changes a score, as output rows record them (``--resume`` refuses a mismatch)."""
+        return {
+            "model": self.model_name,
+            "depth_model": self.depth_model_name,
+            "weights_sha256": self.weights.sha256,
+            "crops": self.crops,
+            "crop_mode": self.crop_mode,
+            "seed": self.seed,
+            "precision": self.precision,
+            "backend": self.backend,
+        }
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    def prepare(self, image: DecodedImage, keep_rgb: bool = True) -> PreparedImage:
+        """CPU work for one picture: depth input, the frame, the crop positions and the RGB crops.
+
+        ``keep_rgb=False`` drops the decoded picture once it is no longer needed
+        (the batch engine holds many prepared images at once).
+        """
+        if self.spec.input_size is not None:
+            frame = pp.resize_exact(image.rgb, self.input_size)
+        else:
+            frame = pp.resize_short_side(image.rgb)
+        depth_input = pp.depth_input(image.rgb, exact=self.exact) if self.spec.needs_depth else None
+        positions = pp.crop_positions(frame.shape[0], frame.shape[1], self.crops, self.crop_mode, self.seed)
+        rgb = image.rgb if keep_rgb else None
+        crops = pp.cut_crops(frame, positions)  # here, so that batch workers cut them in parallel
+        return PreparedImage(
+            image.path, image.width, image.height, rgb, depth_input, frame, positions, crops, image.decoder
+        )
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host array -> device tensor; through pinned memory and without blocking on CUDA."""
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    @torch.inference_mode()
+    def depth_maps(self, depth_inputs: list[np.ndarray]) -> list[torch.Tensor]:
+        """Relative inverse depth (h, w) per input, float32 on the device; inputs of one shape share a batch."""
+        by_shape: dict[tuple, list[int]] = {}
+        for i, x in enumerate(depth_inputs):
+            by_shape.setdefault(x.shape, []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(depth_inputs)
+        for indices in by_shape.values():
+            batch = self.to_device(np.stack([depth_inputs[i] for i in indices]))
+            with inference_context(self.device, self.precision):
+                depths = self.depth(batch).float()
+            for i, depth in zip(indices, depths, strict=True):
+                out[i] = depth
+        return out
+
+    def depth_map(self, depth_input: np.ndarray) -> torch.Tensor:
+        """Relative inverse depth (h, w), float32 on the device, for one depth input."""
+        return self.depth_maps([depth_input])[0]
+
+    def depth_frame(self, prepared: PreparedImage, depth: torch.Tensor) -> np.ndarray:
+        """The authors' depth picture at full size, then resized like the RGB frame: (H', W') uint8."""
+        return self.depth_frames([prepared], [depth])[0]
+
+    def depth_frames(self, batch: list[PreparedImage], depths: list[torch.Tensor]) -> list[np.ndarray]:
+        """``depth_frame`` for a batch: every picture is queued on the device before the first one is
+        copied back, so the host waits once, not once per image. The resize stays OpenCV's, on the
+        host, because its fixed-point bilinear is what the authors' numbers were made with."""
+        pictures = [pp.depth_to_uint8(d, p.height, p.width) for p, d in zip(batch, depths, strict=True)]
+        return [pp.resize_short_side(picture.cpu().numpy()) for picture in pictures]
+
+    @torch.inference_mode()
+    def score_crops(self, rgb_crops: np.ndarray, depth_crops: np.ndarray, return_attention: bool = False):
+        """DGIQA on uint8 crops (N, 224, 224, 3) and (N, 224, 224) -> (N,) scores (and attention).
+
+        Runs in chunks of ``max_crops`` so that memory stays bounded whatever N is.
+        """
+        scores, attention = [], {"cross": [], "refine": []}
+        for start in range(0, len(rgb_crops), self.max_crops):
+            chunk = slice(start, start + self.max_crops)
+            rgb = pp.normalize_uint8(self.to_device(rgb_crops[chunk]))
+            depth = pp.normalize_uint8(self.to_device(depth_crops[chunk])[..., None].expand(-1, -1, -1, 3))
+            with inference_context(self.device, self.precision):
+                out = self.network(rgb, depth, return_attention=return_attention)
+            if return_attention:
+                out, maps = out
+                for key, value in maps.items():
+                    attention[key].append(value.float())
+            scores.append(out.float())
+        if return_attention:
+            return torch.cat(scores), {k: torch.cat(v) for k, v in attention.items()}
+        return torch.cat(scores)
+
+    @torch.inference_mode()
+    def score_rgb_crops(self, rgb_crops: np.ndarray, return_attention: bool = False):
+        """Life-IQA on uint8 crops (N, 224, 224, 3) -> (N,) scores (and the decoder's attention, (N, queries, 49))."""
+        scores, attention = [], []
+        for start in range(0, len(rgb_crops), self.max_crops):
+            rgb = pp.normalize_uint8(self.to_device(rgb_crops[start : start + self.max_crops]))
+            with inference_context(self.device, self.precision):
+                out = self.network(rgb, return_attention=return_attention)
+            if return_attention:
+                out, maps = out
+                attention.append(maps.float())
+            scores.append(out.float())
+        if return_attention:
+            return torch.cat(scores), torch.cat(attention)
+        return torch.cat(scores)
+
+    def crop_scores(self, batch: list[PreparedImage]) -> list[torch.Tensor]:
+        """Each picture's crop scores, on the CPU: depths batched by shape, all crops through the network at once."""
+        rgb_crops = np.concatenate([p.rgb_crops for p in batch])
+        if not self.spec.needs_depth:
+            scores = self.score_rgb_crops(rgb_crops)
+        else:
+            frames = self.depth_frames(batch, self.depth_maps([p.depth_input for p in batch]))
+            depth_crops = np.concatenate([pp.cut_crops(f, p.positions) for p, f in zip(batch, frames, strict=True)])
+            scores = self.score_crops(rgb_crops, depth_crops)
+        return list(scores.cpu().split([len(p.positions) for p in batch]))
+
+    def __call__(self, x: torch.Tensor | np.ndarray | Sequence) -> torch.Tensor:
+        """Score a batch: (N, 3, H, W) float in [0, 1] or (N, H, W, 3) uint8 (or a list of pictures) -> (N,) float32.
+
+        Each score equals ``Scorer.score`` on the same pixels; a float value v is the 8-bit sample round(255 v).
+        """
+        if isinstance(x, torch.Tensor | np.ndarray) and x.ndim != 4:
+            raise UsageError(f"a model scores a batch: (N, 3, H, W) or (N, H, W, 3), not shape {tuple(x.shape)}")
+        pictures = [decoded_from_array(to_uint8_rgb(item), "<tensor>") for item in x]
+        if not pictures:
+            return torch.empty(0)
+        return torch.stack([s.mean() for s in self.crop_scores([self.prepare(p, keep_rgb=False) for p in pictures])])
+
+    def __repr__(self) -> str:
+        depth = f", depth={self.depth_model_name}" if self.depth_model_name else ""
+        return (
+            f"IQAModel({self.model_name!r}, family={self.arch}{depth}, crops={self.crops}, "
+            f"device={self.device}, precision={self.precision}, backend={self.backend})"
+        )
+
+
+def create_model(
+    weights: str | os.PathLike | None = None,
+    *,
+    family: str | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    backend: str | None = "auto",
+    depth_model: str | None = None,
+    depth_weights: str | os.PathLike | None = None,
+    crops: int = DEFAULT_CROPS,
+    crop_mode: str = "official",
+    seed: int = DEFAULT_SEED,
+    max_crops: int = DEFAULT_MAX_CROPS,
+) -> IQAModel:
+    """Load a scoring model: ``weights`` is a registry name (default ``dgiqa-koniq``; see ``list_weights()``),
+    a ``.pth`` / ``.safetensors`` file, a Hub-format folder or ``hf://owner/repo[/file]``.
+
+    ``family``: ``dgiqa`` or ``life-iqa``, checked against the weights (and choosing the default weights
+    when none are named). ``device``: ``cpu``, ``cuda[:N]``, ``mps``, default the best one present.
+    ``precision``: ``auto`` (fp32 on CPU; bf16/fp16 on GPUs), ``fp32`` (the authors' arithmetic),
+    ``bf16``, ``fp16``. ``backend``: ``auto`` (OpenVINO on the CPU, PyTorch on a GPU; or ``$DGIQA_BACKEND``),
+    ``torch``, ``openvino``. DGIQA only: ``depth_model`` (``vits``/``vitb``/``vitl``, default the one the
+    weights were trained with) and ``depth_weights``. ``crops`` / ``crop_mode`` / ``seed`` choose the
+    224-pixel crops (``official`` = the authors' seeded random positions).
+    """
+    return IQAModel(
+        weights,
+        family=family,
+        device=device,
+        precision=precision,
+        backend=backend,
+        depth_model=depth_model,
+        depth_weights=depth_weights,
+        crops=crops,
+        crop_mode=crop_mode,
+        seed=seed,
+        max_crops=max_crops,
+    )
+
+
+def to_uint8_rgb(item) -> np.ndarray:
+    """A picture as (H, W[, 3]) uint8: tensors (3, H, W) / (H, W, 3) / (H, W), uint8 or float in [0, 1]
+    (turned into 8-bit samples by rounding 255 v), or NumPy arrays alike."""
+    t = torch.as_tensor(item).detach().cpu()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (3, 4):
+        t = t.permute(1, 2, 0)  # CHW -> HWC
+    if t.ndim == 3 and t.shape[-1] == 1:
+        t = t[..., 0]
+    if t.is_floating_point():
+        if t.numel() and (t.min() < 0 or t.max() > 1):
+            raise ImageError("<tensor>", "a float tensor must hold values in [0, 1] (as ToTensor gives)")
+        t = (t * 255).round()
+    return t.to(torch.uint8).numpy()
