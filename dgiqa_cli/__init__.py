@@ -28,14 +28,14 @@ __all__ = [
 # Where each public name lives; imported on first use, because torch and timm take seconds to import and
 # `dgiqa --help` should not pay for them.
 _LAZY = {
-    "Scorer": "scorer",
-    "ScoreResult": "scorer",
-    "list_weights": "scorer",
-    "list_models": "scorer",
-    "create_model": "inference.model",
-    "load_image": "images",
-    "ImageError": "images",
-    "WeightsError": "weights.errors",
+    "Scorer": "dgiqa_cli.scorer",
+    "ScoreResult": "dgiqa_cli.scorer",
+    "list_weights": "dgiqa_cli.scorer",
+    "list_models": "dgiqa_cli.scorer",
+    "create_model": "dgiqa_cli.inference.model",
+    "load_image": "dgiqa_cli.images",
+    "ImageError": "dgiqa_cli.images",
+    "WeightsError": "dgiqa_cli.weights.errors",
 }
 
 
@@ -43,7 +43,7 @@ def __getattr__(name):
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dgiqa_cli' has no attribute {name!r}")
 
 

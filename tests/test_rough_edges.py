@@ -118,7 +118,7 @@ def test_a_gpu_number_beyond_the_gpus_present_is_named(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(ValueError, match=r"--device cuda:7: PyTorch sees 2 CUDA GPU\(s\), numbered from 0"):
+    with pytest.raises(ValueError, match=r"^device cuda:7: PyTorch sees 2 CUDA GPU\(s\), numbered from 0"):
         pick_device("cuda:7")
     assert pick_device("cuda:1") == torch.device("cuda:1")
 
