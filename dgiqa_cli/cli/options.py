@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from ..defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_SEED, MAX_PIXELS
-from ..errors import UsageError
+from ..errors import DGIQAError, UsageError
 from .common import busy
 
 
@@ -153,7 +153,7 @@ class ScorerOptions:
         with busy("Loading models…"):
             try:
                 return Scorer(**self.as_kwargs())
-            except UsageError:
+            except DGIQAError:
                 raise
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
