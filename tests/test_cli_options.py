@@ -196,3 +196,19 @@ def test_the_command_line_imports_no_torch():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == "[]"  # `dgiqa --help` and usage errors stay fast
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ray", "--csv", "rows.csv", "--parquet", "out"], "--ray writes --parquet FOLDER only; drop --csv"),
+        (["--ray"], "--ray needs --parquet FOLDER"),
+        (["--heatmaps-worst", "2"], "--heatmaps-worst needs --heatmaps DIR"),
+        (["--from-list", "no-such-list.txt"], "--from-list no-such-list.txt: no such file"),
+    ],
+)
+def test_batch_option_groups_reach_its_checks(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["batch", str(FIXTURES), *args], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split())
