@@ -1,6 +1,7 @@
 """The ``dgiqa`` command line: parse, call the library, render. No model logic lives here.
 
-:mod:`.common` holds the Typer app and what the commands share, :mod:`.running`
+:mod:`.common` holds the Typer app and what the commands share, :mod:`.options` the
+options that travel together (the scoring settings), :mod:`.running`
 the outputs and scoring loop of the commands that score many images; every other
 module of this package is one command (or command group) that registers
 itself on the app when imported. Importing this package imports them all, so
@@ -15,7 +16,7 @@ import pkgutil
 from .common import app
 
 #: Modules every command may import; each other module is a command, registered by importing it.
-SHARED = ("common", "running")
+SHARED = ("common", "options", "running")
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in SHARED:

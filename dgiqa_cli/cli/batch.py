@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import errno
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,46 +10,152 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..images import MAX_PIXELS
 from ..names import printable
 from .common import (
-    EXIT_BUSY,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_OUTPUT,
-    EXIT_TERMINATED,
     EXIT_USAGE,
-    SCORER_OPTIONS,
-    BackendOpt,
-    CropMode,
-    CropModeOpt,
-    CropsOpt,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
     QuietOpt,
-    SeedOpt,
-    Terminated,
-    WeightsOpt,
     app,
     err,
     fail,
-    make_scorer,
     out,
     progress_bar,
     render_table,
+    run_outcome,
     setup_logging,
-    sigterm_as_interrupt,
 )
+from .options import ScorerOptions, cli_option, with_options
 from .running import check_outputs, check_resumable, open_writers, print_summary, save_report, score_paths
 
 
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """Where the pictures come from besides the arguments, and which of them count."""
+
+    from_list: str | None = cli_option(
+        Annotated[
+            str | None, typer.Option("--from-list", help="Also score the paths in this file, one a line ('-': stdin).")
+        ]
+    )
+    recursive: bool = cli_option(
+        Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")], True
+    )
+    glob: str | None = cli_option(
+        Annotated[str | None, typer.Option(help="Only files matching this pattern, e.g. '*.jpg' or 'raw/*/*.png'.")]
+    )
+    image_column: str | None = cli_option(
+        Annotated[
+            str | None,
+            typer.Option(help="Parquet inputs: the column of encoded image bytes. Default: image, jpg, png, ..."),
+        ]
+    )
+    key_column: str | None = cli_option(
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Parquet inputs: the column naming each row (FILE/KEY). Default: key, __key__, path, ..."
+            ),
+        ]
+    )
+
+    def as_kwargs(self) -> dict:
+        """:func:`dgiqa_cli.sources.collect_units`' keyword arguments."""
+        return {
+            "recursive": self.recursive,
+            "pattern": self.glob,
+            "from_list": self.from_list,
+            "image_column": self.image_column,
+            "key_column": self.key_column,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """Where the rows go as images finish, and what becomes of rows already there."""
+
+    csv_path: Path | None = cli_option(
+        Annotated[Path | None, typer.Option("--csv", help="Write rows to this CSV as images finish ('-': stdout).")]
+    )
+    jsonl_path: Path | None = cli_option(
+        Annotated[
+            Path | None,
+            typer.Option("--jsonl", help="Write rows to this JSON Lines file as images finish ('-': stdout)."),
+        ]
+    )
+    parquet_path: Path | None = cli_option(
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--parquet",
+                help="Write rows (the CSV's columns) to this Parquet file, put in place when the run ends; with "
+                "--ray a folder, one file per shard / Parquet file / 1000 loose files.",
+            ),
+        ]
+    )
+    csv_safe: bool = cli_option(
+        Annotated[
+            bool,
+            typer.Option(
+                "--csv-safe",
+                help="Prefix text cells that a spreadsheet would run as a formula (=, +, -, @) with a quote (').",
+            ),
+        ],
+        False,
+    )
+    resume: bool = cli_option(
+        Annotated[
+            bool, typer.Option(help="Keep the rows already in --csv/--jsonl and score only the images they lack.")
+        ],
+        False,
+    )
+    overwrite: bool = cli_option(Annotated[bool, typer.Option(help="Replace existing --csv/--jsonl files.")], False)
+
+
+@dataclasses.dataclass(frozen=True)
+class RayOptions:
+    """``--ray``: where and how wide the run spreads over a Ray cluster."""
+
+    use_ray: bool = cli_option(
+        Annotated[
+            bool,
+            typer.Option(
+                "--ray",
+                help="Score on a Ray cluster through ray.data (pip install 'dgiqa\\[ray]'): rows go to --parquet "
+                "FOLDER. The cluster: --ray-address, else $RAY_ADDRESS, else a local one started for the run.",
+            ),
+        ],
+        False,
+    )
+    ray_address: str | None = cli_option(
+        Annotated[
+            str | None,
+            typer.Option(
+                help="With --ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT).", show_default=False
+            ),
+        ]
+    )
+    concurrency: int = cli_option(
+        Annotated[int, typer.Option(min=1, help="With --ray: scoring actors (each loads the models once).")], 1
+    )
+    num_gpus_per_worker: float | None = cli_option(
+        Annotated[
+            float | None,
+            typer.Option(
+                min=0,
+                help="With --ray: GPUs per actor (0.5: two actors share one). Default: 1 if the cluster has GPUs, "
+                "else 0.",
+                show_default=False,
+            ),
+        ]
+    )
+    num_cpus_per_worker: float = cli_option(
+        Annotated[float, typer.Option(min=0.1, help="With --ray: CPUs per actor (its torch threads).")], 1.0
+    )
+
+
 @app.command()
+@with_options()
 def batch(
     folders: Annotated[
         list[str] | None,
@@ -60,72 +166,10 @@ def batch(
             show_default=False,
         ),
     ] = None,
-    from_list: Annotated[
-        str | None, typer.Option("--from-list", help="Also score the paths in this file, one a line ('-': stdin).")
-    ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
-    glob: Annotated[
-        str | None, typer.Option(help="Only files matching this pattern, e.g. '*.jpg' or 'raw/*/*.png'.")
-    ] = None,
-    csv_path: Annotated[
-        Path | None, typer.Option("--csv", help="Write rows to this CSV as images finish ('-': stdout).")
-    ] = None,
-    jsonl_path: Annotated[
-        Path | None, typer.Option("--jsonl", help="Write rows to this JSON Lines file as images finish ('-': stdout).")
-    ] = None,
-    parquet_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--parquet",
-            help="Write rows (the CSV's columns) to this Parquet file, put in place when the run ends; with --ray "
-            "a folder, one file per shard / Parquet file / 1000 loose files.",
-        ),
-    ] = None,
-    image_column: Annotated[
-        str | None,
-        typer.Option(help="Parquet inputs: the column of encoded image bytes. Default: image, jpg, png, ..."),
-    ] = None,
-    key_column: Annotated[
-        str | None,
-        typer.Option(help="Parquet inputs: the column naming each row (FILE/KEY). Default: key, __key__, path, ..."),
-    ] = None,
-    use_ray: Annotated[
-        bool,
-        typer.Option(
-            "--ray",
-            help="Score on a Ray cluster through ray.data (pip install 'dgiqa\\[ray]'): rows go to --parquet "
-            "FOLDER. The cluster: --ray-address, else $RAY_ADDRESS, else a local one started for the run.",
-        ),
-    ] = False,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(help="With --ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT).", show_default=False),
-    ] = None,
-    concurrency: Annotated[
-        int, typer.Option(min=1, help="With --ray: scoring actors (each loads the models once).")
-    ] = 1,
-    num_gpus_per_worker: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            help="With --ray: GPUs per actor (0.5: two actors share one). Default: 1 if the cluster has GPUs, else 0.",
-            show_default=False,
-        ),
-    ] = None,
-    num_cpus_per_worker: Annotated[
-        float, typer.Option(min=0.1, help="With --ray: CPUs per actor (its torch threads).")
-    ] = 1.0,
-    csv_safe: Annotated[
-        bool,
-        typer.Option(
-            "--csv-safe",
-            help="Prefix text cells that a spreadsheet would run as a formula (=, +, -, @) with a quote (').",
-        ),
-    ] = False,
-    resume: Annotated[
-        bool, typer.Option(help="Keep the rows already in --csv/--jsonl and score only the images they lack.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing --csv/--jsonl files.")] = False,
+    *,
+    sources: Sources,
+    outputs: Outputs,
+    ray: RayOptions,
     summary: Annotated[bool, typer.Option(help="Print the score distribution and the lowest-scoring files.")] = False,
     lowest: Annotated[int, typer.Option(min=1, help="How many lowest-scoring files --summary lists.")] = 10,
     workers: Annotated[
@@ -158,17 +202,7 @@ def batch(
             "--heatmaps, its panels are shown.",
         ),
     ] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    depth_model: DepthModelOpt = None,
-    depth_weights: DepthWeightsOpt = None,
-    crops: CropsOpt = 20,
-    crop_mode: CropModeOpt = CropMode.official,
-    seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    backend: BackendOpt = None,
-    max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    options: ScorerOptions,
     quiet: QuietOpt = False,
 ) -> None:
     """Score whole folders fast: parallel decoding, batched GPU work, rows written as they finish.
@@ -189,85 +223,74 @@ def batch(
     A shard's images are named SHARD/MEMBER (shards/000001.tar/sample7.jpg), a Parquet row FILE/KEY;
     --resume matches rows on these names.
     """
-    from ..export import OutputError, lock_outputs, row_of
-    from ..sources import SourceError, collect_units, is_url, iter_items, total_items
+    from ..export import lock_outputs, row_of
+    from ..sources import collect_units, is_url, iter_items, total_items
 
     setup_logging(quiet)
     folders = folders or []
-    if not folders and from_list is None:
+    if not folders and sources.from_list is None:
         raise fail("give folders or files to score, or --from-list FILE", EXIT_USAGE)
     missing = [printable(f) for f in folders if not is_url(f) and not Path(f.removeprefix("file://")).exists()]
     if missing:
         raise fail(f"no such file or folder: {', '.join(missing)}", EXIT_USAGE)
-    if from_list not in (None, "-") and not Path(from_list).is_file():
-        raise fail(f"--from-list {from_list}: no such file", EXIT_USAGE)
+    if sources.from_list not in (None, "-") and not Path(sources.from_list).is_file():
+        raise fail(f"--from-list {sources.from_list}: no such file", EXIT_USAGE)
     if heatmaps_worst is not None and heatmaps is None:
         raise fail("--heatmaps-worst needs --heatmaps DIR", EXIT_USAGE)
     if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
         raise fail(f"--heatmaps {heatmaps}: exists and is not a folder", EXIT_USAGE)
-    if use_ray:
-        params = locals()
-        scorer_options = {key: params[key] for key in SCORER_OPTIONS}
-        ray_options = {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus_per_worker}
-        ray_options.update(num_cpus=num_cpus_per_worker, batch_size=batch_size)
-        sources = {"recursive": recursive, "pattern": glob, "from_list": from_list}
-        sources.update(image_column=image_column, key_column=key_column)
-        forbidden = {"--csv": csv_path, "--jsonl": jsonl_path, "--heatmaps": heatmaps, "--compile": compile_models}
-        forbidden["--report (run dgiqa report FOLDER after it)"] = report_path
-        run_on_ray(folders, sources, parquet_path, forbidden, scorer_options, ray_options, resume, overwrite, quiet)
-    outputs = check_outputs(csv_path, jsonl_path, resume, overwrite, parquet_path)
-    report_rows = check_report(report_path, outputs)
-    interrupted = "every finished image has its row; run again with --resume to finish"
-    try:
-        with lock_outputs([path for path, _ in outputs]), sigterm_as_interrupt():
-            if resume:  # what the options alone say, before any model is loaded
-                check_resumable(outputs, {"crops": crops, "crop_mode": crop_mode.value, "seed": seed}, csv_safe)
-            try:
-                units = collect_units(folders, recursive, glob, from_list, image_column, key_column)
-                total = total_items(units)
-            except SourceError as exc:
-                raise fail(str(exc), EXIT_USAGE) from None
-            if total == 0:
-                err.print("no images found", highlight=False)
-                raise typer.Exit(EXIT_OK)
-            scorer = make_scorer(locals())
-            if compile_models:
-                scorer.compile()
-            if resume:
-                check_resumable(outputs, scorer.settings, csv_safe)
-            writers = open_writers(outputs, resume, scorer.settings, csv_safe)
-            skipped = []
+    if ray.use_ray:
+        forbidden = {"--csv": outputs.csv_path, "--jsonl": outputs.jsonl_path, "--heatmaps": heatmaps}
+        forbidden.update({"--compile": compile_models, "--report (run dgiqa report FOLDER after it)": report_path})
+        run_on_ray(folders, sources, outputs, forbidden, options, ray, batch_size, quiet)
+    resume, csv_safe = outputs.resume, outputs.csv_safe
+    opened = check_outputs(outputs.csv_path, outputs.jsonl_path, resume, outputs.overwrite, outputs.parquet_path)
+    report_rows = check_report(report_path, opened)
 
-            def already_done(name: str) -> bool:
-                if writers and all(name in done for _, done in writers):
-                    skipped.append(name)
-                    return True
-                return False
-
-            if writers and total is not None:  # the progress bar counts only what is left
-                total -= count_done(units, set.intersection(*(done for _, done in writers)))
-            try:
-                todo = iter_items(units, already_done)
-                stats, table_rows, scores_seen = score_paths(scorer, todo, writers, batch_size, workers, quiet, total)
-            finally:
-                for writer, _ in writers:
-                    writer.close()
-            stats.skipped = len(skipped)
-    except KeyboardInterrupt as exc:
-        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-        err.print(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: {interrupted}", highlight=False)
+    def report_so_far() -> None:
         if report_path is not None and report_rows is not None:
             save_report(report_path, read_report_rows(report_rows, csv_safe), quiet, heatmaps=heatmaps_folder(heatmaps))
-        raise typer.Exit(code) from None
-    except OutputError as exc:
-        raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
+
+    finished = "every finished image has its row; run again with --resume to finish"
+    with run_outcome(finished, on_interrupt=report_so_far), lock_outputs([path for path, _ in opened]):
+        if resume:  # what the options alone say, before any model is loaded
+            settings = {"crops": options.crops, "crop_mode": options.crop_mode, "seed": options.seed}
+            check_resumable(opened, settings, csv_safe)
+        units = collect_units(folders, **sources.as_kwargs())
+        total = total_items(units)
+        if total == 0:
+            err.print("no images found", highlight=False)
+            raise typer.Exit(EXIT_OK)
+        scorer = options.build()
+        if compile_models:
+            scorer.compile()
+        if resume:
+            check_resumable(opened, scorer.settings, csv_safe)
+        writers = open_writers(opened, resume, scorer.settings, csv_safe)
+        skipped = []
+
+        def already_done(name: str) -> bool:
+            if writers and all(name in done for _, done in writers):
+                skipped.append(name)
+                return True
+            return False
+
+        if writers and total is not None:  # the progress bar counts only what is left
+            total -= count_done(units, set.intersection(*(done for _, done in writers)))
+        try:
+            todo = iter_items(units, already_done)
+            stats, table_rows, scores_seen = score_paths(scorer, todo, writers, batch_size, workers, quiet, total)
+        finally:
+            for writer, _ in writers:
+                writer.close()
+        stats.skipped = len(skipped)
     if table_rows:
         out.print(render_table(table_rows, scorer))
     if not quiet:
         print_summary(stats, scores_seen, lowest, summary)
     if heatmaps is not None:
         chosen = sorted(scores_seen)[:heatmaps_worst] if heatmaps_worst else scores_seen
-        write_heatmaps(scorer, [path for _, path in chosen], heatmaps, overwrite, quiet)
+        write_heatmaps(scorer, [path for _, path in chosen], heatmaps, outputs.overwrite, quiet)
     if report_path is not None:
         rows = (
             read_report_rows(report_rows, csv_safe) if report_rows else [row_of(r, scorer.settings) for r in table_rows]
@@ -342,11 +365,13 @@ def count_done(units, done: set[str]) -> int:
     return sum(1 for name in done if name in files or (prefixes and name.startswith(prefixes)))
 
 
-def run_on_ray(specs, sources, folder, forbidden, scorer_options, ray_options, resume, overwrite, quiet) -> None:
-    """``dgiqa batch --ray``: units read and scored on a Ray cluster, one Parquet file per unit in ``folder``."""
-    from ..export import OutputError, ResumeError, lock_outputs
-    from ..sources import SourceError, collect_units, total_items
+def run_on_ray(specs, sources: Sources, outputs: Outputs, forbidden, options: ScorerOptions, ray: RayOptions,
+               batch_size, quiet) -> None:  # fmt: skip
+    """``dgiqa batch --ray``: units read and scored on a Ray cluster, one Parquet file per unit in ``--parquet``."""
+    from ..export import lock_outputs
+    from ..sources import collect_units, total_items
 
+    folder, resume, overwrite = outputs.parquet_path, outputs.resume, outputs.overwrite
     given = [name for name, value in forbidden.items() if value]
     if given:
         raise fail(f"--ray writes --parquet FOLDER only; drop {', '.join(given)}", EXIT_USAGE)
@@ -359,44 +384,44 @@ def run_on_ray(specs, sources, folder, forbidden, scorer_options, ray_options, r
             f"{printable(str(folder))} holds rows; add --resume to score only what it lacks, or --overwrite", EXIT_USAGE
         )
     try:
-        import ray  # noqa: F401
+        import ray as _ray  # noqa: F401
     except ImportError:
         raise fail("--ray needs Ray: pip install 'dgiqa[ray]'", EXIT_USAGE) from None
-    try:
-        units = collect_units(specs, **sources)
-        total = total_items(units)
-    except SourceError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+    units = collect_units(specs, **sources.as_kwargs())
+    total = total_items(units)
     from .. import distributed
 
     folder.mkdir(parents=True, exist_ok=True)
-    options = {key: value.value if hasattr(value, "value") else value for key, value in scorer_options.items()}
-    if ray_options["num_gpus"] is None:
-        ray_options["num_gpus"] = 1 if distributed.cluster_gpus(ray_options["address"]) else 0
-    if not ray_options["num_gpus"] and options.get("device") == "auto":
-        options["device"] = "cpu"
-    try:
-        with lock_outputs([folder / ".dgiqa-run"]), sigterm_as_interrupt(), progress_bar(quiet) as progress:
-            if overwrite:
-                for old in folder.glob("*.parquet"):
-                    old.unlink()
-            task = progress.add_task("Scoring (Ray)", total=total, current="")
+    gpus = ray.num_gpus_per_worker
+    if gpus is None:
+        gpus = 1 if distributed.cluster_gpus(ray.ray_address) else 0
+    if not gpus and options.device == "auto":
+        options = dataclasses.replace(options, device="cpu")
+    finished = "every finished unit has its file; run again with --resume to finish"
+    with run_outcome(finished), lock_outputs([folder / ".dgiqa-run"]), progress_bar(quiet) as progress:
+        if overwrite:
+            for old in folder.glob("*.parquet"):
+                old.unlink()
+        task = progress.add_task("Scoring (Ray)", total=total, current="")
 
-            def on_rows(rows) -> None:
-                for row in rows:
-                    if row["error"] is not None:
-                        err.print(f"[red]failed:[/] {escape(printable(row['path']))}: {escape(row['error'])}")
-                progress.update(task, advance=len(rows), current=printable(os.path.basename(rows[-1]["path"])))
+        def on_rows(rows) -> None:
+            for row in rows:
+                if row["error"] is not None:
+                    err.print(f"[red]failed:[/] {escape(printable(row['path']))}: {escape(row['error'])}")
+            progress.update(task, advance=len(rows), current=printable(os.path.basename(rows[-1]["path"])))
 
-            stats = distributed.run(units, folder, options, resume=resume, on_rows=on_rows, **ray_options)
-    except KeyboardInterrupt as exc:
-        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-        err.print("interrupted: every finished unit has its file; run again with --resume to finish", highlight=False)
-        raise typer.Exit(code) from None
-    except ResumeError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    except OutputError as exc:
-        raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
+        stats = distributed.run(
+            units,
+            folder,
+            options.as_kwargs(),
+            address=ray.ray_address,
+            resume=resume,
+            batch_size=batch_size,
+            concurrency=ray.concurrency,
+            num_gpus=gpus,
+            num_cpus=ray.num_cpus_per_worker,
+            on_rows=on_rows,
+        )
     if not quiet:
         err.print(
             f"{stats.scored} scored, {stats.failed} failed, {stats.skipped} skipped (already done); "

@@ -1,14 +1,17 @@
-"""The Typer app and what every command shares: consoles, exit codes, option types, helpers.
+"""The Typer app and what every command shares: consoles, exit codes, option types, how runs end.
 
 Imports no command: each command module (``score``, ``batch``, ...) imports
-this one and registers itself on :data:`app`.
+this one and registers itself on :data:`app`. The scoring options live in
+:mod:`.options`.
 
 Data goes to stdout (a table, or JSON / CSV that pipe into jq or pandas);
 progress, warnings and errors go to stderr. Exit codes (the README's table):
 0 every image scored, 1 some images failed (each has a row saying why), 2 usage
 error, 3 the weights cannot be had or do not fit, 74 an output file cannot be
 written, 75 the output is being written by another run, 130 interrupted
-(Ctrl-C), 143 terminated (SIGTERM).
+(Ctrl-C), 143 terminated (SIGTERM). The library's errors carry their code
+(:class:`dgiqa_cli.errors.DGIQAError`); :class:`DGIQAGroup` is the one place
+that turns them into exits.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import contextlib
 import logging
 import signal
 import sys
-from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +36,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ..errors import (  # noqa: F401  (the commands import the codes from here)
     EXIT_BUSY,
@@ -43,15 +47,36 @@ from ..errors import (  # noqa: F401  (the commands import the codes from here)
     EXIT_TERMINATED,
     EXIT_USAGE,
     EXIT_WEIGHTS,
+    DGIQAError,
 )
-from ..names import printable
+from ..names import one_line, printable
 from ..version import __version__
 
 out = Console(soft_wrap=True)
 # Messages are never hard-wrapped: a redirected stderr keeps one line per message, for grep.
 err = Console(stderr=True, soft_wrap=True)
 
+
+def fail(message: str, code: int) -> typer.Exit:
+    """The command line's own refusals (a usage message naming its flags): one line on stderr, then exit ``code``."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+class DGIQAGroup(TyperGroup):
+    """Maps the library's errors to exit codes, once for every command: a :class:`~dgiqa_cli.errors.DGIQAError`
+    that leaves a command is one line on stderr and exits with its ``exit_code`` (2 usage, 3 weights, 74 output,
+    75 busy, 1 otherwise). Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DGIQAError as exc:
+            raise fail(one_line(str(exc)), exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=DGIQAGroup,
     name="dgiqa",
     help=(
         "Blind image quality scores with DGIQA (depth-guided, no reference image needed).\n\n"
@@ -67,98 +92,6 @@ app = typer.Typer(
 )
 
 
-class CropMode(str, Enum):
-    official = "official"
-    grid = "grid"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    openvino = "openvino"
-
-
-class DepthModel(str, Enum):
-    vits = "vits"
-    vitb = "vitb"
-    vitl = "vitl"
-
-
-class ModelFamily(str, Enum):
-    dgiqa = "dgiqa"
-    life_iqa = "life-iqa"
-
-
-# Options shared by every command that scores.
-ModelOpt = Annotated[
-    ModelFamily | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model family: dgiqa (scores in [0, 1], the default) or life-iqa (unbounded MOS regression). "
-        "Default: whatever --weights holds.",
-        show_default=False,
-    ),
-]
-WeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--weights",
-        "-w",
-        help="Weights: a registry name (dgiqa-koniq \\[default], dgiqa-kadid, life-iqa-koniq) or a name made "
-        "with `dgiqa weights import`, a .pth/.safetensors file such as the authors' DGIQA_Koniq10k.pth, a folder "
-        "in the Hub format, or hf://OWNER/REPO\\[/FILE].",
-        show_default=False,
-    ),
-]
-DepthModelOpt = Annotated[
-    DepthModel | None,
-    typer.Option(
-        help="Depth Anything encoder. Default: the one the weights were trained with (ViT-L for "
-        "the authors' releases); another one is faster but shifts scores.",
-        show_default=False,
-    ),
-]
-DepthWeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Depth Anything weights: a name (vits, vitb, vitl), a file (pytorch_model.bin) or "
-        "hf://OWNER/REPO\\[/FILE]. Default: the registry's copy for --depth-model.",
-        show_default=False,
-    ),
-]
-CropsOpt = Annotated[int, typer.Option(min=1, help="Number of 224x224 crops averaged per image (the paper uses 20).")]
-CropModeOpt = Annotated[
-    CropMode, typer.Option(help="official: the authors' seeded random positions; grid: evenly spread.")
-]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the official crop positions (the authors use 42).")]
-DeviceOpt = Annotated[
-    str,
-    typer.Option(
-        help="Where to run: auto, cpu, cuda, cuda:N (the N-th GPU) or mps. auto picks CUDA, then MPS, then CPU."
-    ),
-]
-PrecisionOpt = Annotated[
-    Precision,
-    typer.Option(help="auto: bf16 (or fp16) on GPUs, fp32 on CPU. fp32 reproduces the authors' numbers exactly."),
-]
-BackendOpt = Annotated[
-    Backend | None,
-    typer.Option(
-        help="What runs the networks: auto (OpenVINO on the CPU, 1.5x faster there in fp32, 2.7x in bf16 as "
-        "measured on 2 cores; PyTorch on GPUs), torch or "
-        "openvino. Default: $DGIQA_BACKEND, else auto. OpenVINO compiles each network once and caches it "
-        "($DGIQA_CACHE); fp32 keeps every score within 1e-4 of PyTorch's.",
-        show_default=False,
-    ),
-]
 # Options shared by every command that reads human ratings (eval, finetune).
 DatasetsArg = Annotated[
     list[Path] | None,
@@ -204,7 +137,6 @@ SpaqResizeOpt = Annotated[
     bool,
     typer.Option(help="SPAQ: score its photos shrunk to 512 pixels on the short side, as the usual protocol does."),
 ]
-MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (protects memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings on stderr.")]
 
 
@@ -236,62 +168,9 @@ def setup_logging(quiet: bool) -> None:
     progress.configure(quiet=quiet, console=err)  # download bars nest with the "Loading models…" spinner
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
-
-
-@contextlib.contextmanager
-def weights_errors():
-    """Weights problems as one clear line and the right exit code: 2 when what the user typed names
-    nothing (a usage error), 3 when the weights cannot be had or do not fit."""
-    from ..weights import UnknownWeightsError, WeightsError
-
-    try:
-        yield
-    except UnknownWeightsError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    except WeightsError as exc:
-        raise fail(str(exc), EXIT_WEIGHTS) from None
-
-
 def busy(message: str, quiet: bool = False):
     """A spinner on stderr while something slow runs, when stderr is a terminal (and not --quiet)."""
     return err.status(message, spinner="dots") if err.is_terminal and not quiet else contextlib.nullcontext()
-
-
-SCORER_OPTIONS = (
-    "model",
-    "weights",
-    "depth_model",
-    "depth_weights",
-    "crops",
-    "crop_mode",
-    "seed",
-    "device",
-    "precision",
-    "backend",
-    "max_pixels",
-)
-
-
-def scorer_options(command_params: dict) -> dict:
-    """The Scorer's keyword arguments from a scoring command's parameters (every such command names the
-    shared options alike; choices arrive as Enums)."""
-    options = {key: command_params[key] for key in SCORER_OPTIONS}
-    return {key: value.value if isinstance(value, Enum) else value for key, value in options.items()}
-
-
-def make_scorer(command_params: dict):
-    """Build the Scorer from a scoring command's parameters. Bad option values are usage errors."""
-    from ..scorer import Scorer
-
-    options = scorer_options(command_params)
-    with weights_errors(), busy("Loading models…"):
-        try:
-            return Scorer(**options)
-        except ValueError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
 
 
 class Terminated(KeyboardInterrupt):
@@ -314,6 +193,24 @@ def sigterm_as_interrupt():
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def run_outcome(kept: str | Callable[[], str], on_interrupt: Callable[[], None] | None = None):
+    """How a long run ends when stopped: SIGTERM is taken as Ctrl-C while the block runs, and either exits 130
+    (143 for SIGTERM) after one line saying what was kept and how to go on (``kept``, or what it returns then).
+    ``on_interrupt`` runs before the exit (batch writes its report of the rows so far). Library errors, an output
+    that fails or is busy included, go on to :class:`DGIQAGroup`, which exits with their code."""
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        what = kept if isinstance(kept, str) else kept()
+        err.print(f"{'terminated' if terminated else 'interrupted'}: {escape(what)}", highlight=False)
+        if on_interrupt is not None:
+            on_interrupt()
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
 def progress_bar(quiet: bool) -> Progress:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from pathlib import Path
@@ -12,59 +11,43 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..images import MAX_PIXELS
 from ..metrics import MIN_UNITS
 from ..names import printable
 from .common import (
-    EXIT_BUSY,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT,
-    EXIT_TERMINATED,
     EXIT_USAGE,
-    BackendOpt,
-    CropMode,
-    CropModeOpt,
-    CropsOpt,
     DatasetsArg,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
     GroupColumnOpt,
     LabelsOpt,
     LowerIsBetterOpt,
-    MaxPixelsOpt,
-    ModelOpt,
     MosColumnOpt,
     PathColumnOpt,
-    Precision,
-    PrecisionOpt,
     QuietOpt,
     RootOpt,
-    SeedOpt,
     SpaqResizeOpt,
     SplitColumnOpt,
-    Terminated,
-    WeightsOpt,
     app,
     busy,
     err,
     fail,
-    make_scorer,
     out,
     progress_bar,
+    run_outcome,
     setup_logging,
-    sigterm_as_interrupt,
 )
+from .options import ScorerOptions, with_options
 from .running import load_labelled, save_report
 
 SCORES_FILE = "scores.csv"  # dgiqa batch's rows, written as pictures finish: what --resume reads back
 
 
 @app.command("eval")
+@with_options()
 def evaluate_command(
     datasets: DatasetsArg = None,
+    *,
     labels: LabelsOpt = None,
     root: RootOpt = None,
     path_column: PathColumnOpt = "path",
@@ -119,17 +102,7 @@ def evaluate_command(
             min=0, help="Threads preparing images ahead of the device. Default: 1 on CPU.", show_default=False
         ),
     ] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    depth_model: DepthModelOpt = None,
-    depth_weights: DepthWeightsOpt = None,
-    crops: CropsOpt = 20,
-    crop_mode: CropModeOpt = CropMode.official,
-    seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    backend: BackendOpt = None,
-    max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    options: ScorerOptions,
     quiet: QuietOpt = False,
 ) -> None:
     """Check scores against human ratings: SRCC, KRCC, PLCC, RMSE (raw and after the VQEG logistic fit), with
@@ -148,61 +121,42 @@ def evaluate_command(
       dgiqa eval --labels mine.csv --predictions pyiqa_scores.csv     (any model's scores, no scoring)
     """
     from ..evaluation import evaluate_predictions
-    from ..export import OutputError, ResumeError, lock_outputs
-    from ..labels import LabelsError
+    from ..export import lock_outputs
 
     setup_logging(quiet)
     sets = load_labelled(
         datasets, labels, root, path_column, mos_column, split_column, group_column, lower_is_better, spaq_resize
     )
-    try:
-        parts = [s.select(split if split is not None else s.default_split()) for s in sets]
-    except LabelsError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+    parts = [s.select(split if split is not None else s.default_split()) for s in sets]
     folders = output_folders(out_dir, parts, resume, overwrite)
     if predictions is not None:
         if not predictions.is_file():
             raise fail(f"--predictions {printable(str(predictions))}: no such file", EXIT_USAGE)
-        try:
-            reports = [
-                evaluate_predictions(
-                    predictions,
-                    part,
-                    split=part.split,
-                    path_column=path_column,
-                    score_column=score_column,
-                    resamples=resamples,
-                    seed=bootstrap_seed,
-                )
-                for part in parts
-            ]
-        except LabelsError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
+        reports = [
+            evaluate_predictions(
+                predictions,
+                part,
+                split=part.split,
+                path_column=path_column,
+                score_column=score_column,
+                resamples=resamples,
+                seed=bootstrap_seed,
+            )
+            for part in parts
+        ]
     else:
         rows = [None if folder is None else folder / SCORES_FILE for folder in folders]
-        try:
-            with lock_outputs(rows), sigterm_as_interrupt():
-                scorer = make_scorer(locals())
-                reports = []
-                for part, rows_file in zip(parts, rows, strict=True):
-                    reports.append(
-                        score_part(
-                            scorer, part, rows_file, resume, batch_size, workers, resamples, bootstrap_seed, quiet
-                        )
-                    )
-        except KeyboardInterrupt as exc:
-            code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-            kept = (
-                "the scored pictures are kept in --out; run again with --resume to finish"
-                if out_dir
-                else ("nothing was kept: give --out DIR to make a long evaluation resumable")
-            )
-            err.print(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'}: {kept}", highlight=False)
-            raise typer.Exit(code) from None
-        except ResumeError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
-        except OutputError as exc:
-            raise fail(str(exc), EXIT_BUSY if exc.errno == errno.EBUSY else EXIT_OUTPUT) from None
+        kept = (
+            "the scored pictures are kept in --out; run again with --resume to finish"
+            if out_dir
+            else "nothing was kept: give --out DIR to make a long evaluation resumable"
+        )
+        with run_outcome(kept), lock_outputs(rows):
+            scorer = options.build()
+            reports = [
+                score_part(scorer, part, rows_file, resume, batch_size, workers, resamples, bootstrap_seed, quiet)
+                for part, rows_file in zip(parts, rows, strict=True)
+            ]
     if out_dir is not None:
         write_outputs(out_dir, folders, reports)
         write_reports(folders, reports, quiet)

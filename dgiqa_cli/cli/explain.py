@@ -16,34 +16,20 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..images import MAX_PIXELS
 from ..names import encode_path, printable
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    BackendOpt,
-    CropMode,
-    CropModeOpt,
-    CropsOpt,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
     QuietOpt,
-    SeedOpt,
-    WeightsOpt,
     app,
     err,
     fail,
-    make_scorer,
     out,
     progress_bar,
     setup_logging,
 )
+from .options import ScorerOptions, with_options
 
 
 class QualityScale(str, Enum):
@@ -105,8 +91,10 @@ def check_outputs(
             raise fail(f"{taken[0]} exists{more}; use --force to overwrite, or --out another folder", EXIT_USAGE)
 
 
+@with_options()
 def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files to explain.", show_default=False)],
+    *,
     heatmap: Annotated[
         bool,
         typer.Option(
@@ -161,17 +149,7 @@ def explain(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list of reports, and nothing else, on stdout.")
     ] = False,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    depth_model: DepthModelOpt = None,
-    depth_weights: DepthWeightsOpt = None,
-    crops: CropsOpt = 20,
-    crop_mode: CropModeOpt = CropMode.official,
-    seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    backend: BackendOpt = None,
-    max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    options: ScorerOptions,
     quiet: QuietOpt = False,
 ) -> None:
     """Explain scores: attention and local-quality maps (and DGIQA's depth), and the worst region.
@@ -195,7 +173,7 @@ def explain(
     outputs = {"quality": quality, "heatmap": heatmap, "save_arrays": save_arrays, "force": force}
     # The family is known before loading when --model says it (or no weights: the DGIQA default);
     # otherwise the weights tell, once loaded, and what depends on it is checked then.
-    family = FAMILIES[model.value] if model else (FAMILIES["dgiqa"] if weights is None else None)
+    family = FAMILIES[options.model] if options.model else (FAMILIES["dgiqa"] if options.weights is None else None)
     if family is not None:
         try:
             check_attention_kinds(kinds, family)
@@ -203,7 +181,7 @@ def explain(
             raise fail(str(exc), EXIT_USAGE) from None
     check_outputs(images, out_dir, family, kinds, **outputs)
 
-    scorer = make_scorer(locals())
+    scorer = options.build()
     try:
         loaded = family_of(scorer)
         check_attention_kinds(kinds, loaded)

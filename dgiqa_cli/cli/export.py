@@ -13,22 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..names import printable
-from .common import (
-    EXIT_OK,
-    EXIT_USAGE,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    ModelOpt,
-    QuietOpt,
-    WeightsOpt,
-    app,
-    busy,
-    err,
-    fail,
-    out,
-    setup_logging,
-    weights_errors,
-)
+from .common import EXIT_OK, EXIT_USAGE, QuietOpt, app, busy, err, fail, out, setup_logging
+from .options import DepthModelOpt, DepthWeightsOpt, ModelOpt, WeightsOpt
 
 
 class ExportFormat(str, Enum):
@@ -80,7 +66,7 @@ def export(
         "depth_model": depth_model.value if depth_model else None,
         "depth_weights": depth_weights,
     }
-    with weights_errors(), busy("Loading models…"):
+    with busy("Loading models…"):
         try:
             pipeline = create_model(weights, device="cpu", precision="fp32", backend="torch", **options)
         except ValueError as exc:

@@ -10,33 +10,28 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ..defaults import DEFAULT_DEVICE
+from ..errors import DGIQAError, UsageError
 from .common import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_USAGE,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
     GroupColumnOpt,
     LowerIsBetterOpt,
-    ModelOpt,
     MosColumnOpt,
     PathColumnOpt,
     QuietOpt,
     RootOpt,
     SplitColumnOpt,
-    Terminated,
     app,
     err,
     fail,
     out,
     progress_bar,
+    run_outcome,
     setup_logging,
-    sigterm_as_interrupt,
-    weights_errors,
 )
+from .options import DepthModelOpt, DepthWeightsOpt, DeviceOpt, ModelOpt
 
 # One set of ratings: a single labels file or data-set folder (eval's --labels and folders may be repeated).
 OneLabelsOpt = Annotated[
@@ -149,7 +144,7 @@ def finetune(
         bool, typer.Option(help="Keep each picture's depth map on disk ($DGIQA_CACHE/depth-maps), made once.")
     ] = True,
     workers: Annotated[int, typer.Option(min=0, help="Processes decoding pictures (0: in this one).")] = 0,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
     quiet: QuietOpt = False,
@@ -170,27 +165,23 @@ def finetune(
     """
     from ..images import ImageError
     from ..labels import load_labels
-    from ..training import FinetuneError, FinetuneSettings
-    from ..training.checkpoint import CheckpointError
+    from ..training import FinetuneSettings
     from ..training.loop import Run
     from ..training.report import clean_floats
 
     setup_logging(quiet)
     if (labels is None) == (dataset is None):
         raise fail("give the ratings: --labels FILE or --dataset FOLDER (one of them)", EXIT_USAGE)
-    try:
-        labelled = load_labels(
-            labels,
-            dataset=dataset,
-            root=root,
-            path_column=path_column,
-            mos_column=mos_column,
-            split_column=split_column,
-            group_column=group_column,
-            lower_is_better=lower_is_better,
-        )
-    except ValueError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+    labelled = load_labels(
+        labels,
+        dataset=dataset,
+        root=root,
+        path_column=path_column,
+        mos_column=mos_column,
+        split_column=split_column,
+        group_column=group_column,
+        lower_is_better=lower_is_better,
+    )
     settings = FinetuneSettings(
         init=init,
         out=str(out_dir),
@@ -217,20 +208,23 @@ def finetune(
         device=device,
         depth_cache=depth_cache,
     )
-    progress = progress_bar(quiet)
-    try:
-        with weights_errors(), sigterm_as_interrupt(), progress:
-            run = Run(labelled, settings, resume=resume, events=ProgressEvents(progress, quiet))
-            result = run.run()
-    except (FinetuneError, CheckpointError, ValueError) as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    except ImageError as exc:  # a picture that changed or vanished after it was read once: stop, never replace it
-        raise fail(f"{exc}; the last finished epoch is in --out, continue with --resume", EXIT_FAILED) from None
-    except KeyboardInterrupt as exc:
+
+    def kept() -> str:  # asked when the run stops, so it knows whether an epoch finished
         checkpoint = out_dir / "checkpoint.pt"
         where = f"the last finished epoch is saved in {checkpoint}" if checkpoint.exists() else "no epoch finished"
-        err.print(f"[yellow]interrupted: {escape(where)}; continue with the same command and --resume[/]")
-        raise typer.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED) from None
+        return f"{where}; continue with the same command and --resume"
+
+    progress = progress_bar(quiet)
+    try:
+        with run_outcome(kept), progress:
+            run = Run(labelled, settings, resume=resume, events=ProgressEvents(progress, quiet))
+            result = run.run()
+    except ImageError as exc:  # a picture that changed or vanished after it was read once: stop, never replace it
+        raise fail(f"{exc}; the last finished epoch is in --out, continue with --resume", EXIT_FAILED) from None
+    except DGIQAError:
+        raise
+    except ValueError as exc:  # the network's own checks of --init, --freeze, ... (plain ValueErrors)
+        raise UsageError(str(exc)) from None
 
     summary = {
         "out": str(result.out),

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..images import MAX_PIXELS
+from ..defaults import DEFAULT_CROP_MODE
 from ..names import printable
-from .common import (
-    EXIT_OK,
-    EXIT_OUTPUT,
-    EXIT_USAGE,
-    BackendOpt,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
-    QuietOpt,
-    WeightsOpt,
-    app,
-    err,
-    fail,
-    make_scorer,
-    progress_bar,
-    setup_logging,
-)
+from .common import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, QuietOpt, app, err, fail, progress_bar, setup_logging
+from .options import MODEL_OPTIONS, ScorerOptions, with_options
 from .running import stage_progress
 
 
 @app.command()
+@with_options(options=MODEL_OPTIONS)
 def report(
     rows_files: Annotated[
         list[Path],
@@ -43,6 +27,7 @@ def report(
             metavar="ROWS...",
         ),
     ],
+    *,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     extremes: Annotated[
         int, typer.Option(min=0, help="How many lowest and highest pictures get a section of their own.")
@@ -66,13 +51,7 @@ def report(
         bool, typer.Option("--csv-safe", help="The CSV files were written with dgiqa batch --csv-safe.")
     ] = False,
     title: Annotated[str | None, typer.Option(help="The page's title.", show_default=False)] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    depth_model: DepthModelOpt = None,
-    depth_weights: DepthWeightsOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    backend: BackendOpt = None,
+    options: ScorerOptions,
     quiet: QuietOpt = False,
 ) -> None:
     """Write one self-contained HTML report of a run: its settings and counts, the score histogram with a
@@ -92,7 +71,7 @@ def report(
       dgiqa report scores.csv --explain-worst 12 --weights dgiqa-koniq
     """
     from ..export import OutputError, check_writable
-    from ..report import Report, ReportError, read_rows
+    from ..report import Report, read_rows
 
     setup_logging(quiet)
     if heatmaps is not None and not heatmaps.is_dir():
@@ -101,25 +80,22 @@ def report(
         check_writable(out_path)
     except OutputError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
-    try:
-        rows = read_rows(rows_files, csv_safe)
-        if not rows:
-            raise fail(f"{', '.join(printable(str(p)) for p in rows_files)}: no rows", EXIT_USAGE)
-        scorer = scorer_for(rows, allow_mixed, locals()) if explain_worst else None
-        with progress_bar(quiet) as progress:
-            made = Report(
-                rows,
-                scorer=scorer,
-                explain_worst=explain_worst,
-                heatmaps=heatmaps,
-                extremes=extremes,
-                allow_mixed=allow_mixed,
-                title=title,
-                sources=[str(p) for p in rows_files],
-                on_progress=stage_progress(progress),
-            )
-    except ReportError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+    rows = read_rows(rows_files, csv_safe)
+    if not rows:
+        raise fail(f"{', '.join(printable(str(p)) for p in rows_files)}: no rows", EXIT_USAGE)
+    scorer = scorer_for(rows, allow_mixed, options) if explain_worst else None
+    with progress_bar(quiet) as progress:
+        made = Report(
+            rows,
+            scorer=scorer,
+            explain_worst=explain_worst,
+            heatmaps=heatmaps,
+            extremes=extremes,
+            allow_mixed=allow_mixed,
+            title=title,
+            sources=[str(p) for p in rows_files],
+            on_progress=stage_progress(progress),
+        )
     try:
         made.save(out_path)
     except OSError as exc:
@@ -133,22 +109,20 @@ def report(
     raise typer.Exit(EXIT_OK)
 
 
-def scorer_for(rows: list[dict], allow_mixed: bool, params: dict):
+def scorer_for(rows: list[dict], allow_mixed: bool, options: ScorerOptions):
     """The model for --explain-worst, set up as the run was (crops, positions, seed from its rows), refused when
     its weights are not the ones that scored the run: the panels would explain other scores."""
     from ..report import check_one_run
 
     settings = check_one_run(rows, allow_mixed)
-    options = dict(params)
-    options["weights"] = params["weights"] or settings["model"] or None
-    options["max_pixels"] = MAX_PIXELS
     try:
-        options["crops"] = int(settings["crops"])
-        options["seed"] = int(settings["seed"])
+        crops, seed = int(settings["crops"]), int(settings["seed"])
     except ValueError:
         raise fail("--explain-worst needs the rows' crops and seed (one run, not --allow-mixed)", EXIT_USAGE) from None
-    options["crop_mode"] = settings["crop_mode"] or "official"
-    scorer = make_scorer(options)
+    weights = options.weights or settings["model"] or None
+    crop_mode = settings["crop_mode"] or DEFAULT_CROP_MODE
+    options = dataclasses.replace(options, weights=weights, crops=crops, seed=seed, crop_mode=crop_mode)
+    scorer = options.build()
     if settings["weights_sha256"] and scorer.settings["weights_sha256"] != settings["weights_sha256"]:
         raise fail(
             f"--explain-worst: these weights (sha256 {scorer.settings['weights_sha256'][:12]}…) did not score the "

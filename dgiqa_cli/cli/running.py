@@ -51,19 +51,16 @@ def check_outputs(
 
 
 def check_resumable(outputs: list, settings: dict, csv_safe: bool) -> None:
-    """With --resume: refuse outputs whose rows were made with other settings (exit 2, naming them)."""
-    from ..export import ResumeError, check_resume, check_rows
+    """With --resume: refuse outputs whose rows were made with other settings (a ResumeError naming them: exit 2)."""
+    from ..export import check_resume, check_rows
 
     for path, writer_class in outputs:
-        try:
-            if writer_class.__module__.endswith(".parquet"):
-                from ..parquet import read_rows
+        if writer_class.__module__.endswith(".parquet"):
+            from ..parquet import read_rows
 
-                check_rows(path, read_rows(path) if path.is_file() else [], settings)
-            else:
-                check_resume(path, settings, csv_safe)
-        except ResumeError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
+            check_rows(path, read_rows(path) if path.is_file() else [], settings)
+        else:
+            check_resume(path, settings, csv_safe)
 
 
 def open_writers(outputs: list, resume: bool, settings: dict, csv_safe: bool) -> list:
@@ -134,21 +131,16 @@ def score_paths(
 
 
 def load_labelled(datasets, labels, root, path_column, mos_column, split_column, group_column, lower, spaq_resize):
-    """Every labelled set named on the command line, data-set folders first; a problem is a usage error."""
-    from ..labels import LabelsError, load_labels
+    """Every labelled set named on the command line, data-set folders first (a LabelsError: a usage error)."""
+    from ..labels import load_labels
 
     sets = []
     columns = {"path_column": path_column, "mos_column": mos_column}
     columns.update(split_column=split_column, group_column=group_column, lower_is_better=lower)
-    try:
-        for folder in datasets or []:
-            sets.append(
-                load_labels(dataset=folder, mos_column=mos_column, lower_is_better=lower, spaq_resize=spaq_resize)
-            )
-        for file in labels or []:
-            sets.append(load_labels(file, root=root, **columns))
-    except LabelsError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+    for folder in datasets or []:
+        sets.append(load_labels(dataset=folder, mos_column=mos_column, lower_is_better=lower, spaq_resize=spaq_resize))
+    for file in labels or []:
+        sets.append(load_labels(file, root=root, **columns))
     if not sets:
         raise fail("give data-set folders, or ratings with --labels FILE", EXIT_USAGE)
     return sets

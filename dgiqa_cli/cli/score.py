@@ -11,51 +11,29 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..images import MAX_PIXELS
 from ..names import encode_path, printable
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_OUTPUT,
     EXIT_USAGE,
-    BackendOpt,
-    CropMode,
-    CropModeOpt,
-    CropsOpt,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
     QuietOpt,
-    SeedOpt,
-    WeightsOpt,
     app,
     err,
     fail,
-    make_scorer,
     out,
     progress_bar,
     render_table,
     setup_logging,
 )
+from .options import ScorerOptions, with_options
 
 
 @app.command()
+@with_options()
 def score(
     images: Annotated[list[Path], typer.Argument(help="Image files to score.", show_default=False)],
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    depth_model: DepthModelOpt = None,
-    depth_weights: DepthWeightsOpt = None,
-    crops: CropsOpt = 20,
-    crop_mode: CropModeOpt = CropMode.official,
-    seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    backend: BackendOpt = None,
+    *,
+    options: ScorerOptions,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list of results, and nothing else, on stdout.")
     ] = False,
@@ -63,14 +41,13 @@ def score(
         Path | None,
         typer.Option("--csv", help="Also write the results to this CSV file ('-': stdout, instead of the table)."),
     ] = None,
-    max_pixels: MaxPixelsOpt = MAX_PIXELS,
     quiet: QuietOpt = False,
 ) -> None:
     """Score images one by one and print a table (or --json / --csv).
 
     Every image gets a score or a one-line reason why not; exit code 1 if any failed.
     """
-    from ..export import STDOUT, CsvWriter, OutputError, check_writable
+    from ..export import STDOUT, CsvWriter, check_writable
 
     setup_logging(quiet)
     csv_to_stdout = csv_path is not None and str(csv_path) == STDOUT
@@ -81,7 +58,7 @@ def score(
             check_writable(csv_path)
         except OSError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
-    scorer = make_scorer(locals())
+    scorer = options.build()
     results = []
     started = time.perf_counter()
     with progress_bar(quiet or len(images) < 2) as progress:
@@ -93,12 +70,9 @@ def score(
     elapsed = time.perf_counter() - started
 
     if csv_path is not None:
-        try:
-            with CsvWriter(csv_path, settings=scorer.settings) as writer:
-                for r in results:
-                    writer.write(r)
-        except OutputError as exc:
-            raise fail(str(exc), EXIT_OUTPUT) from None
+        with CsvWriter(csv_path, settings=scorer.settings) as writer:
+            for r in results:
+                writer.write(r)
     if as_json:
         sys.stdout.write(json.dumps([json_row(r, scorer) for r in results], indent=2, ensure_ascii=False) + "\n")
     elif not csv_to_stdout:

@@ -9,46 +9,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..images import MAX_PIXELS
-from .common import (
-    EXIT_OK,
-    EXIT_USAGE,
-    BackendOpt,
-    CropMode,
-    CropModeOpt,
-    CropsOpt,
-    DepthModelOpt,
-    DepthWeightsOpt,
-    DeviceOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    Precision,
-    PrecisionOpt,
-    QuietOpt,
-    SeedOpt,
-    WeightsOpt,
-    app,
-    err,
-    fail,
-    make_scorer,
-    scorer_options,
-    setup_logging,
-)
+from .common import EXIT_OK, EXIT_USAGE, QuietOpt, app, err, fail, setup_logging
+from .options import ScorerOptions, with_options
 
 
 @app.command()
+@with_options()
 def serve(
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    depth_model: DepthModelOpt = None,
-    depth_weights: DepthWeightsOpt = None,
-    crops: CropsOpt = 20,
-    crop_mode: CropModeOpt = CropMode.official,
-    seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    backend: BackendOpt = None,
-    max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    *,
+    options: ScorerOptions,
     host: Annotated[
         str, typer.Option(help="Address to listen on. Anything but loopback needs --api-key (or --no-auth).")
     ] = "127.0.0.1",
@@ -145,9 +114,9 @@ def serve(
             EXIT_USAGE,
         )
     if use_ray:
-        serve_on_ray(scorer_options(locals()), settings, host, port, ray_address, replicas, num_gpus_per_replica)
+        serve_on_ray(options.as_kwargs(), settings, host, port, ray_address, replicas, num_gpus_per_replica)
         raise typer.Exit(EXIT_OK)
-    scorer = make_scorer(locals())
+    scorer = options.build()
     if not quiet:
         key = "API key required" if settings.api_key else "no API key"
         err.print(

@@ -20,8 +20,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from . import common as _cli  # err/out consoles, fail(), exit codes
+from .options import DepthModel
 
 weights_app = typer.Typer(
+    cls=_cli.DGIQAGroup,  # library errors -> exit codes, also when the group is run on its own
     name="weights",
     help=(
         "Named weights: list them, download them to the Hugging Face cache, import the authors' .pth files, "
@@ -126,8 +128,7 @@ def _list_rows() -> list[dict]:
 @weights_app.command("list")
 def list_weights(as_json: JsonOpt = False) -> None:
     """Every named model and depth model (packaged and imported), and whether it is on this machine."""
-    with _cli.weights_errors():
-        rows = _list_rows()
+    rows = _list_rows()
     if as_json:
         _print_json(rows)
         return
@@ -323,8 +324,7 @@ def download(
     """
     from ..weights import WeightsError
 
-    with _cli.weights_errors():
-        targets = _download_targets(names)
+    targets = _download_targets(names)
 
     rows, failed = [], []
     progress = Progress(
@@ -370,7 +370,7 @@ def import_weights(
     file: Annotated[Path, typer.Argument(help="The authors' checkpoint (.pth, .bin or .safetensors).")],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to use with --weights from now on.")],
     depth_model: Annotated[
-        _cli.DepthModel | None,
+        DepthModel | None,
         typer.Option(
             help="The depth model the DGIQA weights were trained with (default: vitl, as the authors).",
             show_default=False,
@@ -411,7 +411,7 @@ def import_weights(
     """
     from ..weights.importing import import_checkpoint
 
-    with _cli.weights_errors(), _cli.busy("Converting…"):
+    with _cli.busy("Converting…"):
         result = import_checkpoint(
             file,
             name,
@@ -469,8 +469,7 @@ def info(
     """
     from ..weights.importing import describe
 
-    with _cli.weights_errors():
-        report = describe(spec)
+    report = describe(spec)
     if as_json:
         _print_json(report)
     else:
@@ -528,8 +527,7 @@ def push(
     from ..weights.push import plan_push
     from ..weights.push import push as push_weights
 
-    with _cli.weights_errors():
-        plan = plan_push(spec, repo, private)
+    plan = plan_push(spec, repo, private)
     visibility = "private" if plan.private else "public"
     files = [{"path": path, "size": size} for path, size in plan.files]
     if dry_run:
@@ -564,7 +562,7 @@ def push(
             _cli.out.print(plan.card, highlight=False, markup=False, emoji=False)
         _note("dry run: nothing was sent")
         return
-    with _cli.weights_errors(), _cli.busy(f"Uploading to {plan.repo}…"):
+    with _cli.busy(f"Uploading to {plan.repo}…"):
         commit_url = push_weights(plan, token=token, message=message)
     if as_json:
         _print_json(
