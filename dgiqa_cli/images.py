@@ -29,14 +29,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from .defaults import MAX_PIXELS  # 200 megapixels: refused above, rather than run out of memory
 from .errors import DGIQAError
 from .names import display_path, one_line, path_text, special_kind
 from .native_stderr import native_stderr_silenced
 
-# 200 megapixels: a 16 000 x 12 500 picture. Decoding it takes 600 MB and the
-# model sees it at 384 pixels on the short side anyway; above this we refuse
-# rather than risk running the machine out of memory.
-MAX_PIXELS = 200_000_000
 # No image file we can score is this large (200 megapixels of uncompressed
 # 16-bit RGB is 1.2 GB); reading more would only risk the machine's memory.
 MAX_FILE_BYTES = 2 * 1024**3

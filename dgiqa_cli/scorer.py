@@ -17,6 +17,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from .defaults import DEFAULT_CROP_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
 from .images import MAX_PIXELS, DecodedImage, ImageError, decode_image, decoded_from_array, read_image
 from .inference.model import (
     DEFAULT_CROPS,
@@ -82,10 +83,10 @@ class Scorer:
         depth_model: str | None = None,
         depth_weights: str | os.PathLike | None = None,
         crops: int = DEFAULT_CROPS,
-        crop_mode: str = "official",
+        crop_mode: str = DEFAULT_CROP_MODE,
         seed: int = DEFAULT_SEED,
-        device: str = "auto",
-        precision: str = "auto",
+        device: str = DEFAULT_DEVICE,
+        precision: str = DEFAULT_PRECISION,
         backend: str | None = None,
         max_pixels: int = MAX_PIXELS,
         max_crops: int = DEFAULT_MAX_CROPS,

@@ -22,6 +22,7 @@ import typer
 
 from ..defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_SEED, MAX_PIXELS
 from ..errors import DGIQAError, UsageError
+from ..models.spec import FAMILIES
 from .common import busy
 
 
@@ -49,9 +50,8 @@ class DepthModel(str, Enum):
     vitl = "vitl"
 
 
-class ModelFamily(str, Enum):
-    dgiqa = "dgiqa"
-    life_iqa = "life-iqa"
+# The families as Typer choices, from the one table of them (importing the specs does not import torch).
+ModelFamily = Enum("ModelFamily", {family.replace("-", "_"): family for family in FAMILIES}, type=str)
 
 
 ModelOpt = Annotated[

@@ -19,6 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from dgiqa_cli.models import ARCHITECTURES
+
 from . import common as _cli  # err/out consoles, fail(), exit codes
 from .options import DepthModel
 
@@ -40,12 +42,8 @@ weights_app = typer.Typer(
 )
 
 
-class Architecture(str, Enum):
-    dgiqa = "dgiqa"
-    life_iqa = "life-iqa"
-    depth_anything_vits = "depth-anything-vits"
-    depth_anything_vitb = "depth-anything-vitb"
-    depth_anything_vitl = "depth-anything-vitl"
+# Every architecture a weights file can hold, as Typer choices (the models package imports torch lazily).
+Architecture = Enum("Architecture", {arch.replace("-", "_"): arch for arch in ARCHITECTURES}, type=str)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, and nothing else, on stdout.")]

@@ -25,6 +25,7 @@ import torch
 
 from .. import preprocess as pp
 from ..backends import accelerate, pick_backend
+from ..defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_SEED
 from ..errors import UsageError
 from ..images import DecodedImage, ImageError, decoded_from_array
 from ..models import DEPTH_ENCODERS, ModelSpec, spec_for
@@ -35,8 +36,6 @@ from ..weights.registry import default_model_name, depth_entry_for_arch, model_e
 
 log = logging.getLogger("dgiqa")
 
-DEFAULT_CROPS = 20
-DEFAULT_SEED = 42
 DEFAULT_MAX_CROPS = 128  # crops per forward pass: bounds activation memory whatever the crop count
 
 
@@ -119,7 +118,7 @@ class IQAModel:
         depth_model: str | None = None,
         depth_weights: str | os.PathLike | None = None,
         crops: int = DEFAULT_CROPS,
-        crop_mode: str = "official",
+        crop_mode: str = DEFAULT_CROP_MODE,
         seed: int = DEFAULT_SEED,
         max_crops: int = DEFAULT_MAX_CROPS,
     ):
@@ -344,7 +343,7 @@ def create_model(
     depth_model: str | None = None,
     depth_weights: str | os.PathLike | None = None,
     crops: int = DEFAULT_CROPS,
-    crop_mode: str = "official",
+    crop_mode: str = DEFAULT_CROP_MODE,
     seed: int = DEFAULT_SEED,
     max_crops: int = DEFAULT_MAX_CROPS,
 ) -> IQAModel:
