@@ -32,7 +32,7 @@ def require_pyarrow():
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise ImportError('Parquet needs pyarrow: pip install "dgiqa[parquet]"') from None
+        raise ImportError("Parquet needs pyarrow, a dgiqa dependency missing here: pip install pyarrow") from None
     return pyarrow
 
 
