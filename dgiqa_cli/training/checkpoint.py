@@ -66,7 +66,6 @@ def save_checkpoint(folder: Path, state: dict) -> Path:
     return path
 
 
-
 def load_checkpoint(folder: Path) -> dict:
     """The checkpoint in ``folder``; restoring the RNG states is the caller's last step."""
     path = folder / CHECKPOINT_FILE

@@ -53,14 +53,19 @@ def parse_hf_uri(uri: str, default_file: str = DEFAULT_HUB_FILE) -> HubLocation:
 
 
 def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), read *now*.
+    """``HF_HUB_OFFLINE``, read *now* (no request of any kind, to the Hub or to a release host)."""
+    return offline()
 
-    huggingface_hub reads them once, at import, into ``huggingface_hub.constants``; dgiqa never rewrites
-    that module's constants (they belong to the caller's process) and passes ``local_files_only`` per call
-    instead. A process that imported huggingface_hub while offline stays offline for huggingface_hub's own
-    requests; :func:`download` says so.
+
+def _hub_files_only() -> bool:
+    """Whether Hub files come from the cache only: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``, read *now*.
+
+    huggingface_hub reads them once, at import, into ``huggingface_hub.constants``; dgiqa never rewrites that
+    module's constants (they belong to the caller's process) and passes ``local_files_only`` per call instead.
+    A process that imported huggingface_hub while offline stays offline for huggingface_hub's own requests;
+    :func:`download` says so.
     """
-    return offline() or os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in _TRUTHY
+    return hub_offline() or os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in _TRUTHY
 
 
 def hub_cache_dir() -> str | None:
@@ -134,7 +139,7 @@ def download(
     hint = f" {how_to_get}" if how_to_get else ""  # one line: logs and grep keep the whole message
     if force and (hub_offline() or local_only):
         raise WeightsError(f"{where}: cannot download again while offline mode is on (HF_HUB_OFFLINE)")
-    online = not (hub_offline() or local_only)
+    online = not (_hub_files_only() or local_only)
     if tqdm_class is None:
         from . import progress
 
@@ -156,7 +161,7 @@ def download(
             revision=location.revision,
             cache_dir=hub_cache_dir(),
             endpoint=hub_endpoint(),
-            local_files_only=hub_offline() or local_only,
+            local_files_only=not online,
             force_download=force,
             tqdm_class=tqdm_class,
         )
