@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write
 from .labels import LabelledSet
 from .metrics import METRICS, evaluate
 from .names import decode_path
@@ -360,8 +361,5 @@ def write_metrics(reports: list[EvalReport], path: str | os.PathLike) -> None:
 
 
 def _write_atomically(path, write) -> None:
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w", newline="") as fh:
         write(fh)
-    os.replace(partial, path)

@@ -20,8 +20,6 @@ import os
 import re
 import stat
 import struct
-import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,6 @@ from PIL import Image, ImageOps
 from .defaults import MAX_PIXELS  # 200 megapixels: refused above, rather than run out of memory
 from .errors import DGIQAError
 from .names import display_path, one_line, path_text, special_kind
-from .native_stderr import native_stderr_silenced
 
 # No image file we can score is this large (200 megapixels of uncompressed
 # 16-bit RGB is 1.2 GB); reading more would only risk the machine's memory.
@@ -88,7 +85,10 @@ MAGIC = (
 )
 
 # OpenCV logs its decoders' warnings (libtiff, OpenJPEG, its own checks); our
-# errors say the same once per file, so its log is switched off.
+# errors say the same once per file, so its log is switched off. (libpng and
+# libjpeg print to file descriptor 2 past this level; the library leaves fd 2
+# alone, so that a caller's own output is never lost, and the ``dgiqa`` program
+# silences it for its whole process: :mod:`dgiqa_cli.native_stderr`.)
 if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
@@ -217,11 +217,10 @@ def decode_with_opencv(data: bytes, path) -> np.ndarray | None:
     """
     buffer = np.frombuffer(default_png_image(data), dtype=np.uint8)
     try:
-        with native_stderr_silenced():
-            bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-            if bgr is None and data[:4] in (b"II*\x00", b"MM\x00*"):
-                deep = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
-                return None if deep is None else to_rgb8(deep, path, bgr=True)
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if bgr is None and data[:4] in (b"II*\x00", b"MM\x00*"):
+            deep = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+            return None if deep is None else to_rgb8(deep, path, bgr=True)
     except cv2.error as exc:
         raise ImageError(path, f"OpenCV could not decode it ({exc.err or exc})") from None
     except MemoryError:
@@ -285,11 +284,9 @@ def decode_with_pillow(data: bytes, path) -> np.ndarray:
     """Second chance for files this OpenCV build cannot read, converted by the same rules."""
     kind = format_name(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own warnings would reach stderr once per file
-            with Image.open(io.BytesIO(data)) as img:
-                kind = img.format or kind
-                return pillow_pixels(img, path)
+        with open_unchecked(data) as img:  # the size was checked against our own limit already
+            kind = img.format or kind
+            return pillow_pixels(img, path)
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -430,28 +427,31 @@ def format_name(data: bytes) -> str | None:
 
 
 def pillow_header_size(data: bytes) -> tuple[int, int]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with open_unchecked(data) as header:
+        return header.size
+
+
+def open_unchecked(data: bytes) -> Image.Image:
+    """``Image.open`` without its decompression-bomb check, which reads the process-wide ``MAX_IMAGE_PIXELS``.
+
+    We check every picture's size against our own per-call limit
+    (:func:`check_pixel_count`), so Pillow's global limit is neither needed nor
+    changed: lifting it to read a large header would change it for every thread
+    of the caller's process. The loop is Pillow's own (``Image.open``), minus
+    the check; a plugin that checks again while opening (GIF, ICO) still may.
+    """
+    Image.init()
+    prefix = data[:16]
+    for kind in Image.ID:
+        factory, accept = Image.OPEN[kind]
+        matches = accept(prefix) if accept else True
+        if not matches or isinstance(matches, str):  # a str is Pillow's "looks like X but unsupported" note
+            continue
         try:
-            with Image.open(io.BytesIO(data)) as header:
-                return header.size
-        except Image.DecompressionBombError:
-            return _bomb_size(data)
-
-
-_bomb_lock = threading.Lock()
-
-
-def _bomb_size(data: bytes) -> tuple[int, int]:
-    """Size of a picture too large for Pillow's own safety limit, read with that limit lifted."""
-    with _bomb_lock:  # the limit is global to Pillow: one thread lifts and restores it at a time
-        limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            with Image.open(io.BytesIO(data)) as header:
-                return header.size
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # not this format after all, as Image.open treats it
+    raise Image.UnidentifiedImageError("cannot identify image file")
 
 
 def radiance_size(data: bytes) -> tuple[int, int] | None:

@@ -1,11 +1,11 @@
 """Result rows as Parquet: the CSV's columns (:data:`dgiqa_cli.export.FIELDS`), typed, written atomically.
 
 A Parquet file cannot be appended to, and is unreadable until its footer is written. So rows go, a row group
-at a time, to a hidden ``.NAME.partial`` beside the output, which is renamed over it when the run closes
-(normally, or on Ctrl-C / SIGTERM): the output is always either the previous complete file or the new one.
-``--resume`` copies the rows of the existing file into the new one first. A run killed outright (SIGKILL,
-power loss) leaves the previous file as it was, and its ``.partial`` is discarded by the next run: the rows of
-the killed run are scored again, never twice.
+at a time, to a hidden ``.NAME.partial-*`` beside the output (:class:`dgiqa_cli.atomic.PendingFile`), which is
+renamed over it when the run closes (normally, or on Ctrl-C / SIGTERM): the output is always either the previous
+complete file or the new one. ``--resume`` copies the rows of the existing file into the new one first. A run
+killed outright (SIGKILL, power loss) leaves the previous file as it was, and its ``.partial-*`` is discarded by
+the next run: the rows of the killed run are scored again, never twice.
 
 A distributed run writes a folder instead: one file per input unit (a shard, a Parquet file, a group of
 loose files), each written the same way (:class:`UnitFile`) and only ever present complete, so ``--resume``
@@ -15,10 +15,12 @@ skips every unit whose file exists.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 
 from . import interrupts
+from .atomic import PendingFile
 from .export import _FLOATS, _NUMERIC, FIELDS, OutputError, _cells, _decode_paths, row_of
 
 ROW_GROUP_ROWS = 1024  # rows buffered before a row group is written: a killed run loses at most the file's rows
@@ -30,7 +32,7 @@ def require_pyarrow():
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise ImportError('Parquet needs pyarrow: pip install "dgiqa[parquet]"') from None
+        raise ImportError("Parquet needs pyarrow, a dgiqa dependency missing here: pip install pyarrow") from None
     return pyarrow
 
 
@@ -48,8 +50,10 @@ def table_of(rows: list[dict]):
     return pa.Table.from_pylist(cells, schema=schema())
 
 
-def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
+def partial_prefix(path: Path) -> str:
+    """How the temporary files of a run writing ``path`` begin (``.NAME.partial``), so that the next run finds
+    what a killed one left."""
+    return f".{path.name}.partial"
 
 
 class ParquetWriter:
@@ -60,15 +64,21 @@ class ParquetWriter:
 
         self.path = Path(path)
         self.settings = dict(settings or {})
-        self.temp = partial_path(self.path)
         self.rows: list[dict] = []
         previous = pq.read_table(self.path) if append and self.path.is_file() and self.path.stat().st_size else None
         try:
-            self.temp.unlink(missing_ok=True)  # what a killed run left
+            for left in self.path.parent.glob(glob.escape(partial_prefix(self.path)) + "*"):  # what a killed run left
+                left.unlink(missing_ok=True)  # (the output's lock keeps two runs off one output)
+            self._pending = PendingFile(self.path, prefix=f"{partial_prefix(self.path)}-")
+            self.temp = self._pending.temp
+        except OSError as error:
+            raise OutputError.wrap(self.path, error) from None
+        try:
             self._writer = pq.ParquetWriter(self.temp, schema())
             if previous is not None:
                 self._writer.write_table(previous.select(list(FIELDS)).cast(schema()))
         except OSError as error:
+            self._pending.discard()
             raise OutputError.wrap(self.path, error) from None
 
     def write(self, result) -> None:
@@ -93,11 +103,10 @@ class ParquetWriter:
             self.flush()
             self._writer.close()
             self._writer = None
-            os.replace(self.temp, self.path)
+            self._pending.commit()
         except OSError as error:
             self._writer = None
-            with contextlib.suppress(OSError):
-                self.temp.unlink()
+            self._pending.discard()
             raise OutputError.wrap(self.path, error) from None
 
     def __enter__(self):
@@ -114,7 +123,8 @@ class UnitFile:
         import pyarrow.parquet as pq
 
         self.path = Path(folder) / f"{unit_id}{SUFFIX}"
-        self.temp = Path(folder) / f".{unit_id}{SUFFIX}.partial-{os.getpid()}"
+        self._pending = PendingFile(self.path, prefix=f"{partial_prefix(self.path)}-")
+        self.temp = self._pending.temp
         self._writer = pq.ParquetWriter(self.temp, schema())
 
     def write_table(self, table) -> None:
@@ -122,14 +132,13 @@ class UnitFile:
 
     def commit(self) -> None:
         self._writer.close()
-        os.replace(self.temp, self.path)
+        self._pending.commit()
         interrupts.reached("unit")
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._writer.close()
-        with contextlib.suppress(OSError):
-            self.temp.unlink()
+        self._pending.discard()
 
 
 def done_units(folder: str | os.PathLike) -> set[str]:

@@ -210,7 +210,7 @@ def _choose_columns(location: str, image_column: str | None, key_column: str | N
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise SourceError(f'{location}: reading Parquet needs pyarrow (pip install "dgiqa[parquet]")') from None
+        raise SourceError(f"{location}: Parquet needs pyarrow, a dgiqa dependency (pip install pyarrow)") from None
     try:
         with open_binary(location) as fh:
             names = pq.ParquetFile(fh).schema_arrow.names

@@ -289,3 +289,31 @@ def test_the_progress_bar_is_on_stderr_and_quiet_silences_it(env, release, photo
     quiet = score(photo, "--device", "cpu", "--quiet")
     assert release.gets() == [f"/{ARCHIVE}"] * 2
     assert "127.0.0.1" not in quiet.stderr and "do not fit the dgiqa architecture" in quiet.stderr  # no bar
+
+
+def test_a_mirror_that_would_fill_the_disk_is_refused_and_leaves_nothing(env, release, monkeypatch):
+    """A member that inflates beyond the cap (a zip bomb) is refused from its declared size before a byte is
+    written; a transfer beyond the cap stops at the cap. Both: one line, exit code 3, nothing in the cache."""
+    from dgiqa_cli.weights import release as release_module
+
+    monkeypatch.setattr(release_module, "MAX_FILE_BYTES", 100_000)
+    archive = release.root / ARCHIVE
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("DGIQA_Koniq10k.pth", bytes(1_000_000))  # 1 MB of zeros: a 1 kB download
+    archive.write_bytes(buffer.getvalue())
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(WeightsError) as bomb:
+        resolve_weights("dgiqa-koniq")
+    message = str(bomb.value)
+    assert "\n" not in message and bomb.value.exit_code == 3
+    assert "DGIQA_Koniq10k.pth in the download from" in message and "(1000000 bytes or more" in message
+    assert "at most 100000 are accepted): refused, nothing kept" in message and "DGIQA_MIRROR" in message
+    assert cache_files(env) == []
+
+    archive.write_bytes(folder_zip({"DGIQA_Koniq10k.pth": torch.randint(0, 255, (300_000,)).byte().numpy().tobytes()}))
+    with pytest.raises(WeightsError) as huge:
+        resolve_weights("dgiqa-koniq")
+    assert "\n" not in str(huge.value) and huge.value.exit_code == 3
+    assert str(huge.value).startswith(f"dgiqa-koniq: the download from {release.url}/{ARCHIVE} is larger than any")
+    assert cache_files(env) == []

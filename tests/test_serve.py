@@ -383,14 +383,19 @@ def test_keys_and_sigterm_with_requests_in_flight(weight_args, expected):
 
 
 def test_a_server_process_keeps_fd_2_while_pictures_decode():
-    """After keep_native_stderr() (what `dgiqa serve` calls), a line another thread writes to fd 2 while a
-    decoder runs is kept; the CLI's other commands send fd 2 to /dev/null during decodes instead."""
+    """keep_native_stderr() (what `dgiqa serve` calls) undoes the CLI's start-up silencing: a line written to
+    fd 2 while a picture decodes is kept (the library itself never redirects fd 2: tests/test_side_effects.py)."""
     script = (
-        "import os\n"
-        "from dgiqa_cli.native_stderr import keep_native_stderr, native_stderr_silenced\n"
+        "import os, threading\n"
+        "from dgiqa_cli.images import decode_image\n"
+        "from dgiqa_cli.native_stderr import keep_native_stderr, silence_native_stderr\n"
+        "silence_native_stderr()\n"
         "keep_native_stderr()\n"
-        "with native_stderr_silenced():\n"
-        "    os.write(2, b'log line written while a picture decodes\\n')\n"
+        "data = open(" + repr(str(PICTURES[0])) + ", 'rb').read()\n"
+        "decoding = threading.Thread(target=lambda: [decode_image(data) for _ in range(20)])\n"
+        "decoding.start()\n"
+        "os.write(2, b'log line written while a picture decodes\\n')\n"
+        "decoding.join()\n"
     )
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])

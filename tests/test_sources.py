@@ -178,7 +178,8 @@ def test_sources_in_memory_through_fsspec(tmp_path, weight_args, scorer):
 
 @pytest.mark.slow
 def test_a_shard_over_http(tmp_path, weight_args, scorer):
-    pytest.importorskip("aiohttp")
+    """The README's `dgiqa batch https://host/x.tar` on the plain install: aiohttp comes with fsspec[http], a core
+    dependency (tests/test_packaging.py), so this test is never skipped."""
     from hub_server import FileServer
 
     pictures = small_pictures(tmp_path / "pics", sizes=((200, 240),))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 
 from .common import app
 
@@ -32,4 +33,5 @@ def main() -> None:
     # C decoders (libpng, libjpeg) print to fd 2 from worker threads; our own messages keep the terminal.
     # `dgiqa serve` gives its fd 2 back (a server's fd 2 is its log: dgiqa_cli.native_stderr.keep_native_stderr).
     silence_native_stderr()
+    warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes on odd files: our rows say why
     app()

@@ -465,7 +465,7 @@ def info(
     Says whether the file is a known release (its sha256 is in the registry) and exits 1 if it fails
     its checksum or does not load.
     """
-    from ..weights.importing import describe
+    from ..weights.describe import describe
 
     report = describe(spec)
     if as_json:

@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..names import encode_path, printable
 from . import html as page
 from .rows import ReportError, check_one_run
@@ -177,9 +178,8 @@ class Report:
             for i, data in enumerate(self.thumbnails.values()):
                 (folder / f"{i}.webp").write_bytes(data)
             files_folder = folder.name
-        temp = path.with_name(f".{path.name}.partial")
-        temp.write_text(self.html(files_folder), encoding="utf-8")
-        os.replace(temp, path)  # a reader never sees half a page
+        with atomic_write(path, "w") as file:  # a reader never sees half a page
+            file.write(self.html(files_folder))
         return path
 
     def _repr_html_(self) -> str:

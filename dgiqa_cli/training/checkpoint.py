@@ -8,15 +8,14 @@ and is read back with ``torch.load(weights_only=True)``: no code runs when it is
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import interrupts
+from ..atomic import atomic_write
 from ..errors import UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -61,23 +60,10 @@ def save_checkpoint(folder: Path, state: dict) -> Path:
     """Write ``state`` (plus the RNG states) atomically to ``folder/checkpoint.pt``."""
     path = folder / CHECKPOINT_FILE
     payload = {"format": FORMAT, **state, "rng": rng_states()}
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     interrupts.reached("checkpoint")
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_checkpoint(folder: Path) -> dict:

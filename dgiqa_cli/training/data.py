@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import preprocess as pp
+from ..atomic import atomic_write
 from ..images import ImageError, decode_image, read_file_bytes, read_image
 
 CACHE_FORMAT = "v1"  # bump when the stored depth picture changes (size, arithmetic)
@@ -117,14 +117,8 @@ class DepthCache:
     def put(self, picture_sha256: str, array: np.ndarray) -> None:
         path = self.path_for(picture_sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
 class DepthStage:

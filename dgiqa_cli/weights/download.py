@@ -26,6 +26,10 @@ from .registry import RegistryEntry, Source
 from .release import by_hand, cached_record, cached_release, fetch_release, offline, release_path, verify_cached
 
 _TRUTHY = {"1", "true", "yes", "on"}
+_LIBRARY_OFFLINE = (
+    "huggingface_hub is in offline mode for this process (HF_HUB_OFFLINE was set when it was imported); "
+    "start a new process without HF_HUB_OFFLINE to download."
+)
 
 
 @dataclass(frozen=True)
@@ -49,20 +53,19 @@ def parse_hf_uri(uri: str, default_file: str = DEFAULT_HUB_FILE) -> HubLocation:
 
 
 def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE``, read *now* (no request of any kind, to the Hub or to a release host)."""
     return offline()
 
 
-def sync_hub_offline() -> None:
-    """Make huggingface_hub's offline switch follow the environment *now*.
+def _hub_files_only() -> bool:
+    """Whether Hub files come from the cache only: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``, read *now*.
 
-    The library reads ``HF_HUB_OFFLINE`` once, when it is first imported, and then
-    refuses every request (or allows them) for the life of the process; dgiqa reads
-    the variable when it downloads, so it tells the library before each call.
+    huggingface_hub reads them once, at import, into ``huggingface_hub.constants``; dgiqa never rewrites that
+    module's constants (they belong to the caller's process) and passes ``local_files_only`` per call instead.
+    A process that imported huggingface_hub while offline stays offline for huggingface_hub's own requests;
+    :func:`download` says so.
     """
-    from huggingface_hub import constants
-
-    transformers = os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in _TRUTHY
-    constants.HF_HUB_OFFLINE = hub_offline() or transformers
+    return hub_offline() or os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in _TRUTHY
 
 
 def hub_cache_dir() -> str | None:
@@ -127,6 +130,7 @@ def download(
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -135,8 +139,7 @@ def download(
     hint = f" {how_to_get}" if how_to_get else ""  # one line: logs and grep keep the whole message
     if force and (hub_offline() or local_only):
         raise WeightsError(f"{where}: cannot download again while offline mode is on (HF_HUB_OFFLINE)")
-    sync_hub_offline()
-    online = not (hub_offline() or local_only)
+    online = not (_hub_files_only() or local_only)
     if tqdm_class is None:
         from . import progress
 
@@ -145,6 +148,8 @@ def download(
         if online and (force or cached_hub_file(location) is None):
             try:
                 _ask_hub_first(location)
+            except OfflineModeIsEnabled:
+                raise WeightsError(f"{where}: {_LIBRARY_OFFLINE}{hint}") from None
             except (*_unreachable_errors(), ConnectionError, TimeoutError) as exc:
                 raise WeightsError(
                     f"{where} is not in the Hugging Face cache ({hub_cache_dir() or 'default location'}) and the Hub "
@@ -156,7 +161,7 @@ def download(
             revision=location.revision,
             cache_dir=hub_cache_dir(),
             endpoint=hub_endpoint(),
-            local_files_only=hub_offline() or local_only,
+            local_files_only=not online,
             force_download=force,
             tqdm_class=tqdm_class,
         )
@@ -170,6 +175,8 @@ def download(
         raise WeightsError(
             f"{where} is not in the Hugging Face cache ({hub_cache_dir() or 'default location'}) and {reason}.{hint}"
         ) from None
+    except OfflineModeIsEnabled:
+        raise WeightsError(f"{where}: {_LIBRARY_OFFLINE}{hint}") from None
     except GatedRepoError:
         raise WeightsError(
             f"{where}: the repository is gated; accept its terms on the Hub and log in (`hf auth login`).{hint}"

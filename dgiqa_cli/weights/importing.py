@@ -1,4 +1,4 @@
-"""The authors' checkpoints -> the Hub format (``dgiqa weights import``), and ``dgiqa weights info``.
+"""The authors' checkpoints -> the Hub format (``dgiqa weights import``).
 
 The converted folder holds the tensors exactly as in the source checkpoint
 (less buffers that are recomputed, and for Life-IQA one copy of each backbone
@@ -23,7 +23,7 @@ import torch
 from ..models import ARCHITECTURES, DEPTH_ENCODERS, SPECS, checkpoint_filter, detect_architecture
 from ..version import __version__
 from .errors import UnknownWeightsError, WeightsError
-from .files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
+from .files import ResolvedWeights, load_checked, read_state_dict, sha256_of
 from .hubformat import (
     CONFIG_FILE,
     CONFIG_FORMAT,
@@ -44,7 +44,6 @@ from .registry import (
     packaged_entries,
     save_local_entry,
 )
-from .resolve import resolve_any
 
 UNVERIFIED = "unknown: the file matches no known release (pass --license)"
 DEPTH_ANYTHING_CITATION = (
@@ -211,7 +210,7 @@ def import_checkpoint(
     notes = []
     source_sha = sha256_of(source)
     state_dict = read_state_dict(source)
-    detected = _detect(state_dict, str(source))
+    detected = detect_arch(state_dict, str(source))
     if arch is not None and arch != detected:
         raise WeightsError(f"{source}: holds {detected} weights, not {arch}")
     arch = detected
@@ -225,7 +224,7 @@ def import_checkpoint(
     storable, steps = storable_state_dict(arch, state_dict)
     del state_dict
 
-    known = _known_release(source_sha)  # a release is claimed only when the hash proves it
+    known = known_release(source_sha)  # a release is claimed only when the hash proves it
     if known and trained_on is not None and known.trained_on and trained_on != known.trained_on:
         known = None  # the user says these are other weights: describe them generically
     defaults = _defaults_for(arch, known)
@@ -311,14 +310,16 @@ def local_entry_from_config(config: dict, folder: Path, repo: str = "") -> Regis
     return entry
 
 
-def _detect(state_dict: dict, label: str) -> str:
+def detect_arch(state_dict: dict, label: str) -> str:
+    """The architecture the tensors' names and shapes say, or a WeightsError naming ``label``."""
     try:
         return detect_architecture(state_dict)
     except ValueError as exc:
         raise WeightsError(f"{label}: {exc}") from None
 
 
-def _known_release(sha: str) -> RegistryEntry | None:
+def known_release(sha: str) -> RegistryEntry | None:
+    """The registry entry (packaged or imported) whose weights or source file has this sha256."""
     for entry in _all_entries():
         if sha in (entry.sha256, entry.source_sha256):
             return entry
@@ -381,84 +382,3 @@ def _check_round_trip(arch: str, path: Path, expected: dict[str, torch.Tensor]) 
             f"{path}: the converted file does not give back the checkpoint "
             f"(missing {missing[:3]}, unexpected {extra[:3]}, changed {changed[:3]})"
         )
-
-
-# -- info -----------------------------------------------------------------------------------------
-
-
-def describe(spec: str) -> dict:
-    """What ``dgiqa weights info`` reports about a name, a file, a folder or a cached hf:// address."""
-    resolved, _ = resolve_any(spec, local_only=True)
-    entry = resolved.entry
-    path = resolved.path
-    sha = sha256_of(path)
-    release = None
-    if entry is not None and entry.origin == "packaged":
-        from .release import release_info
-
-        release = release_info(entry, check=False)  # the file's hash is compared below
-        if release is not None and release["path"] == str(path) and not resolved.sha256:
-            resolved = ResolvedWeights(path, resolved.label, entry, release["sha256"])
-    report: dict = {
-        "name": spec,
-        "file": str(path),
-        "size": path.stat().st_size,
-        "sha256": sha,
-        "expected_sha256": resolved.sha256,
-        "checksum": None if not resolved.sha256 else ("ok" if sha == resolved.sha256.lower() else "MISMATCH"),
-        "architecture": entry.arch if entry else None,
-        "model_config": dict(entry.config.get("model", {})) if entry else {},
-        "parameters": None,
-        "tensors": None,
-        "dtype": None,
-        "loads": None,
-        "error": None,
-        "trained_on": entry.trained_on if entry else "",
-        "score_range": list(entry.score_range) if entry and entry.kind == "model" else None,
-        "depth_model": entry.depth_model if entry else None,
-        "source": _source_text(entry),
-        "source_sha256": entry.source_sha256 if entry else None,
-        "license": entry.license if entry else "",
-        "known_release": None,
-        # a file fetched from the authors' release: its sha256 from the registry, or recorded at first download
-        "release": release,
-    }
-    match = _known_release(sha)
-    if match is not None:
-        what = "its source file" if sha == match.source_sha256 and sha != match.sha256 else "its weights"
-        report["known_release"] = {"name": match.name, "kind": match.kind, "origin": match.origin, "as": what}
-    if report["checksum"] == "MISMATCH":
-        remedy = checksum_remedy(resolved)
-        report["error"] = (
-            f"{path}: checksum mismatch (sha256 {sha}, expected {resolved.sha256}); "
-            "the file is truncated or altered." + (f" {remedy}" if remedy else "")
-        )
-        return report
-    try:
-        state_dict = read_state_dict(path)
-        arch = entry.arch if entry else _detect(state_dict, str(path))
-        if entry is not None and "model" in entry.config:
-            config = dict(entry.config["model"])
-        else:
-            config = infer_model_config(arch, state_dict)
-        report.update(
-            architecture=arch,
-            model_config=config,
-            tensors=len(state_dict),
-            dtype=dtype_names(state_dict),
-        )
-        unchecked = ResolvedWeights(path, resolved.label)  # the checksum is compared above
-        model = load_checked(arch, config, unchecked, state_dict)
-        report["parameters"] = parameter_count(model)
-        report["loads"] = True
-    except WeightsError as exc:
-        report["loads"] = False
-        report["error"] = str(exc)
-    return report
-
-
-def _source_text(entry: RegistryEntry | None) -> str:
-    if entry is None:
-        return ""
-    parts = [p for p in (entry.source_file, entry.source) if p]
-    return " from ".join(parts) if len(parts) == 2 else (parts[0] if parts else "")

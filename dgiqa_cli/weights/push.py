@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .card import model_card
-from .download import _transport_errors, hub_endpoint, hub_offline, sync_hub_offline
+from .download import _transport_errors, hub_endpoint, hub_offline
 from .errors import UnknownWeightsError, WeightsError
 from .files import sha256_of
 from .hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, kind_of_arch, read_config
@@ -93,7 +93,6 @@ def push(plan: PushPlan, *, token: str | None = None, message: str | None = None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    sync_hub_offline()
     (plan.folder / "README.md").write_text(plan.card, encoding="utf-8")
     api = HfApi(endpoint=plan.endpoint, token=token)
     weights_file = plan.config.get("weights_file", DEFAULT_HUB_FILE)

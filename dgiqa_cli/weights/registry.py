@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import DGIQAError
 
 KINDS = ("model", "depth")
@@ -292,10 +292,8 @@ def remove_local_entry(name: str) -> bool:
 def _write_json_atomic(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".registry-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_write(path, "w") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False)
             fh.write("\n")
-        os.replace(tmp, path)
     except OSError as exc:
         raise RegistryError(f"{path}: cannot write the local weights registry ({exc})") from None

@@ -8,10 +8,12 @@ per-user cache folder ``platformdirs`` gives, ``~/.cache/dgiqa`` on Linux)::
     weights/.locks/          one lock file per weights file (two processes never fetch the same file)
 
 A download goes to a temporary file in the same folder and is renamed into place
-(``os.replace``) only once complete and checked; a failed one leaves nothing. A
+(:mod:`dgiqa_cli.atomic`) only once complete and checked; a failed one leaves nothing. A
 source that serves an archive (a Dropbox folder link with ``dl=1`` gives a zip of
 the folder) is saved, the one member is streamed out of it, and the archive is
-deleted. The registry knows no sha256 for the authors' files, so the first
+deleted. Neither a transfer nor a member may exceed :data:`MAX_FILE_BYTES` (a
+hostile or broken mirror must not fill the disk): beyond it the download stops at
+once and leaves nothing. The registry knows no sha256 for the authors' files, so the first
 download's hash is recorded and every later use checks the file against it.
 
 Environment, read at call time: ``DGIQA_CACHE``; ``DGIQA_MIRROR`` (a base URL that
@@ -27,13 +29,13 @@ import hashlib
 import json
 import os
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
+from ..atomic import PendingFile, atomic_write
 from .errors import WeightsError
 from .registry import RegistryEntry, Source
 
@@ -42,6 +44,13 @@ ENV_MIRROR = "DGIQA_MIRROR"
 ENV_TIMEOUT = "DGIQA_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0
 _CHUNK = 1 << 20
+#: The most bytes a release download or an archive member may have: the largest weights (ViT-L depth, DGIQA)
+#: are about 1.4 GB, and the authors' folder zip about 2 GB.
+MAX_FILE_BYTES = 4 * 1024**3
+
+
+class TooLargeError(WeightsError):
+    """A transfer or an archive member beyond :data:`MAX_FILE_BYTES`."""
 
 
 @dataclass(frozen=True)
@@ -140,15 +149,9 @@ def read_record(path: Path) -> dict | None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
 
 
 def cached_record(entry: RegistryEntry, source: Source) -> tuple[Path, dict] | None:
@@ -274,24 +277,22 @@ def _download(entry: RegistryEntry, source: Source) -> ReleaseFile:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"{path.parent}: cannot write to the dgiqa cache ({exc}); set {ENV_CACHE}") from None
-    temporary = []
-
-    def scratch(suffix: str) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
-        temporary.append(Path(name))
-        return Path(name)
-
+    pending: list[PendingFile] = []
     try:
-        fetched = scratch(".part")
-        _transfer(entry, source, url, fetched)
+        fetched = PendingFile(path, prefix=f".{path.name}.part-")
+        pending.append(fetched)
+        _transfer(entry, source, url, fetched.temp)
         if source.archive:
-            out = scratch(".member")
-            member, sha, size = _extract(entry, source, url, fetched, out)
-            fetched.unlink()  # the archive is not kept: only the member
+            out = PendingFile(path)
+            pending.append(out)
+            try:
+                member, sha, size = _extract(entry, source, url, fetched.temp, out.temp)
+            except TooLargeError as exc:
+                raise TooLargeError(f"{exc}; {_what_to_do(entry, source, url)}") from None
+            fetched.discard()  # the archive is not kept: only the member
         else:
             out, member = fetched, ""
-            sha, size = _sha256_file(out), out.stat().st_size
+            sha, size = _sha256_file(out.temp), out.temp.stat().st_size
         expected = expected_sha256(entry, source)
         if expected and sha != expected:
             raise WeightsError(
@@ -310,13 +311,12 @@ def _download(entry: RegistryEntry, source: Source) -> ReleaseFile:
             "registry_sha256": expected,
         }
         _write_json_atomic(record_path(path), record)
-        os.replace(out, path)
+        out.commit()
     except OSError as exc:
         raise WeightsError(f"{path.parent}: cannot write to the dgiqa cache ({exc}); set {ENV_CACHE}") from None
     finally:
-        for leftover in temporary:
-            if leftover.exists():
-                leftover.unlink()
+        for leftover in pending:
+            leftover.discard()  # a no-op for the one committed
     return ReleaseFile(path, sha, "registry" if expected else "recorded", record, "downloaded")
 
 
@@ -337,8 +337,11 @@ def _transfer(entry: RegistryEntry, source: Source, url: str, target: Path) -> N
         headers={"User-Agent": f"dgiqa/{_version()}"},
     )
     try:
-        downloader(url, str(target), None)
+        with open(target, "wb") as file:
+            downloader(url, _CappedFile(file, f"{entry.name}: the download from {url}"), None)
         return
+    except TooLargeError as exc:
+        raise TooLargeError(f"{exc}; {_what_to_do(entry, source, url)}") from None
     except requests.exceptions.HTTPError as exc:
         response = exc.response
         reason = f"HTTP {response.status_code} {response.reason}" if response is not None else str(exc)
@@ -377,8 +380,10 @@ def _extract(entry: RegistryEntry, source: Source, url: str, archive: Path, out:
                 matches = [info for info in files if PurePosixPath(info.filename).name == source.member]
                 if len(matches) != 1:
                     raise broken(_member_problem(source.member, [info.filename for info in files], len(matches)))
+                what = f"{entry.name}: {matches[0].filename} in the download from {url}"
+                _check_size(matches[0].file_size, what)  # declared: refused before a byte is written
                 with zf.open(matches[0]) as src:
-                    sha, size = _copy(src, out)
+                    sha, size = _copy(src, out, what)
                 return matches[0].filename, sha, size
         except zipfile.BadZipFile as exc:
             raise broken(f"is not a readable zip archive ({_looks_like(archive, exc)})") from None
@@ -391,7 +396,9 @@ def _extract(entry: RegistryEntry, source: Source, url: str, archive: Path, out:
                         continue
                     names.append(info.name)
                     if PurePosixPath(info.name).name == source.member:
-                        sha, size = _copy(tf.extractfile(info), out)
+                        what = f"{entry.name}: {info.name} in the download from {url}"
+                        _check_size(info.size, what)
+                        sha, size = _copy(tf.extractfile(info), out, what)
                         return info.name, sha, size
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise broken(f"is not a readable tar archive ({_looks_like(archive, exc)})") from None
@@ -413,14 +420,39 @@ def _looks_like(path: Path, exc: Exception) -> str:
     return f"{size} bytes starting {head!r}: an error page, or a truncated download? {exc}"
 
 
-def _copy(src, out: Path) -> tuple[str, int]:
+def _copy(src, out: Path, what: str) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     with open(out, "wb") as dst:
         for block in iter(lambda: src.read(_CHUNK), b""):
+            size += len(block)
+            _check_size(size, what)  # actual: a header may understate what inflates
             digest.update(block)
             dst.write(block)
-            size += len(block)
     return digest.hexdigest(), size
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise TooLargeError(
+            f"{what} is larger than any weights file ({size} bytes or more; at most {MAX_FILE_BYTES} are accepted): "
+            "refused, nothing kept"
+        )
+
+
+class _CappedFile:
+    """The file a transfer writes to, refusing to grow beyond :data:`MAX_FILE_BYTES` (pooch writes to any
+    object with ``write``)."""
+
+    def __init__(self, file, what: str):
+        self._file, self._what, self._size = file, what, 0
+
+    def write(self, data: bytes) -> int:
+        self._size += len(data)
+        _check_size(self._size, self._what)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
 
 
 def _sha256_file(path: Path) -> str:

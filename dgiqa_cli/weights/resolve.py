@@ -17,7 +17,7 @@ from ..names import special_kind
 from .download import HubLocation, download, fetch_entry, parse_hf_uri
 from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
 from .files import ResolvedWeights
-from .hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, WEIGHT_SUFFIXES, entry_from_config, read_config
+from .hubformat import CONFIG_FILE, WEIGHT_SUFFIXES, entry_from_config, read_config
 from .registry import RegistryEntry, RegistryError, local_entries, packaged_entries
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -111,9 +111,8 @@ def _resolve_hf_uri(uri: str, kind: str, *, local_only: bool = False) -> Resolve
     # Take the weights from the very commit the config came from (.../snapshots/<commit>/config.json).
     commit = config_path.parent.name
     revision = commit if _COMMIT.match(commit) else location.revision
-    weights_file = config.get("weights_file", DEFAULT_HUB_FILE)
-    path = download(HubLocation(location.repo, weights_file, revision), local_only=local_only)
     entry = entry_from_config(config, uri, origin="config", repo=location.repo, revision=location.revision or "main")
+    path = download(HubLocation(location.repo, entry.filename, revision), local_only=local_only)  # as for a folder
     check_kind(entry, kind, uri)
     return ResolvedWeights(path, uri, entry, entry.sha256)
 
