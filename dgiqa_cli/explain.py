@@ -54,6 +54,7 @@ import numpy as np
 
 from . import preprocess as pp
 from . import render
+from .errors import UsageError
 from .maps import (
     WINDOW,
     attention_received,
@@ -171,7 +172,7 @@ def check_attention_kinds(kinds: Sequence[str], family: Family = FAMILIES["dgiqa
             raise ValueError(f"unknown attention {kind!r}; choose from {', '.join(ATTENTION_KINDS)}")
         if kind not in family.attention:
             has = " or ".join(f"{k} ({title.lower()})" for k, title in family.attention.items())
-            raise ValueError(f"{family.name} has no {kind!r} attention; choose --attention {has}")
+            raise UsageError(f"{family.name} has no {kind!r} attention; choose {has}")
     return kinds
 
 
@@ -404,7 +405,7 @@ def explain_prepared(
     if quality_scale == "auto":
         quality_scale = "model" if bounded else "picture"
     elif quality_scale == "model" and not bounded:
-        raise ValueError("--quality-scale model needs a bounded score range; Life-IQA's is not: use picture")
+        raise UsageError("the model quality scale needs a bounded score range; Life-IQA's is not: use picture")
     if quality and not 1 <= stride <= WINDOW:
         raise ValueError(f"the quality-map stride must be between 1 and {WINDOW} pixels")
     frame = prepared.frame
@@ -536,7 +537,7 @@ def write_explanation(
     family = family_of(scorer)
     kinds = check_attention_kinds(attention, family)
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError("--alpha must be between 0 and 1")
+        raise UsageError(f"alpha must be between 0 and 1 (got {alpha})")
     paths = output_paths(
         path,
         out_dir,
@@ -547,7 +548,7 @@ def write_explanation(
         depth=family.has_depth,
     )
     if not force and (taken := existing_outputs(paths)):
-        raise FileExistsError(f"{taken[0]} exists (use --force to overwrite)")
+        raise FileExistsError(f"{taken[0]} exists (force=True replaces it)")
 
     if prepared is None:
         prepared = scorer.prepare(scorer.load(path))

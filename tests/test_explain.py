@@ -172,7 +172,7 @@ def test_other_models_are_refused_with_a_reason(tmp_path):
 def test_refinement_attention_is_dgiqa_only():
     assert check_attention_kinds(["cross", "refine", "cross"], FAMILIES["dgiqa"]) == ("cross", "refine")
     assert check_attention_kinds(["cross"], FAMILIES["life-iqa"]) == ("cross",)
-    with pytest.raises(ValueError, match="Life-IQA has no 'refine' attention; choose --attention cross"):
+    with pytest.raises(ValueError, match="Life-IQA has no 'refine' attention; choose cross"):
         check_attention_kinds(["cross", "refine"], FAMILIES["life-iqa"])
     # the command says so before loading anything when --model names the family
     result = invoke("explain", GOOD, "--model", "life-iqa", "--attention", "both", "--heatmap")

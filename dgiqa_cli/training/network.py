@@ -104,11 +104,13 @@ def freeze(network: nn.Module, arch: str, spec: str) -> list[str]:
     unknown = [n for n in names if n not in known or n == ""]
     if unknown:
         tops = ", ".join(n for n, _ in network.named_children())
-        raise ValueError(f"--freeze: no module {unknown[0]!r} in {arch}; its modules: {tops} (or backbones, none)")
+        raise UsageError(
+            f"cannot freeze {unknown[0]!r}: no such module in {arch}; its modules: {tops} (or backbones, none)"
+        )
     for n in names:
         known[n].requires_grad_(False)
     if all(not p.requires_grad for p in network.parameters()):
-        raise ValueError("--freeze leaves nothing to train")
+        raise UsageError("freezing all of these leaves nothing to train")
     return names
 
 
