@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from dgiqa_cli.backends import OpenVINONetwork, accelerate
+from dgiqa_cli.inference.backends import OpenVINONetwork, accelerate
 from dgiqa_cli.models import build_model
-from dgiqa_cli.standin import manifest_of, seeded_state
+from dgiqa_cli.models.seeded_weights import manifest_of, seeded_state
 
 
 def best_of(work, repeats: int) -> float:

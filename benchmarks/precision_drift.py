@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dgiqa_cli.engine import BatchRunner
-from dgiqa_cli.scorer import Scorer
+from dgiqa_cli.inference.engine import BatchRunner
+from dgiqa_cli.inference.scorer import Scorer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import make_jpegs, standin_weights  # noqa: E402

@@ -32,10 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import make_jpegs, standin_weights  # noqa: E402
 
-from dgiqa_cli.engine import BatchRunner  # noqa: E402
-from dgiqa_cli.parquet import read_rows  # noqa: E402
-from dgiqa_cli.scorer import Scorer  # noqa: E402
-from dgiqa_cli.sources import Unit  # noqa: E402
+from dgiqa_cli.inference.engine import BatchRunner  # noqa: E402
+from dgiqa_cli.inference.scorer import Scorer  # noqa: E402
+from dgiqa_cli.io.parquet import read_rows  # noqa: E402
+from dgiqa_cli.io.sources import Unit  # noqa: E402
 
 
 def rss_mib() -> dict:
@@ -134,7 +134,7 @@ def actor_memory(paths, dgiqa_weights, depth_weights, crops) -> dict:
     import pyarrow as pa
     import ray
 
-    from dgiqa_cli.distributed import DGIQAPredictor
+    from dgiqa_cli.inference.distributed import DGIQAPredictor
 
     class Measured(DGIQAPredictor):
         def __call__(self, batch):

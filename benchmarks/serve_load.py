@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import make_jpegs, standin_weights  # noqa: E402  (the same pictures and weights as there)
 
-from dgiqa_cli.scorer import Scorer  # noqa: E402
+from dgiqa_cli.inference.scorer import Scorer  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only, always
 

@@ -41,10 +41,10 @@ import numpy as np
 import torch
 
 from dgiqa_cli import __version__
-from dgiqa_cli.engine import BatchRunner, default_batch_size, default_workers
+from dgiqa_cli.inference.engine import BatchRunner, default_batch_size, default_workers
+from dgiqa_cli.inference.scorer import Scorer
 from dgiqa_cli.models import build_model
-from dgiqa_cli.scorer import Scorer
-from dgiqa_cli.standin import manifest_of, seeded_state
+from dgiqa_cli.models.seeded_weights import manifest_of, seeded_state
 
 
 def make_jpegs(folder: Path, count: int, size=(768, 1024)) -> list[str]:

@@ -9,8 +9,8 @@
 Everything dgiqa raises on purpose derives from :class:`DGIQAError`.
 """
 
-from .errors import DGIQAError
-from .version import __version__
+from dgiqa_cli.errors import DGIQAError
+from dgiqa_cli.version import __version__
 
 __all__ = [
     "DGIQAError",
@@ -28,14 +28,14 @@ __all__ = [
 # Where each public name lives; imported on first use, because torch and timm take seconds to import and
 # `dgiqa --help` should not pay for them.
 _LAZY = {
-    "Scorer": "dgiqa_cli.scorer",
-    "ScoreResult": "dgiqa_cli.scorer",
-    "list_weights": "dgiqa_cli.scorer",
-    "list_models": "dgiqa_cli.scorer",
+    "Scorer": "dgiqa_cli.inference.scorer",
+    "ScoreResult": "dgiqa_cli.inference.scorer",
+    "list_weights": "dgiqa_cli.inference.scorer",
+    "list_models": "dgiqa_cli.inference.scorer",
     "create_model": "dgiqa_cli.inference.model",
-    "load_image": "dgiqa_cli.images",
-    "ImageError": "dgiqa_cli.images",
-    "WeightsError": "dgiqa_cli.weights.errors",
+    "load_image": "dgiqa_cli.io.images",
+    "ImageError": "dgiqa_cli.io.images",
+    "WeightsError": "dgiqa_cli.errors",
 }
 
 

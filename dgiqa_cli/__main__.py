@@ -1,5 +1,5 @@
 """``python -m dgiqa_cli`` is the same as the ``dgiqa`` command."""
 
-from .cli import main
+from dgiqa_cli.cli import main
 
 main()

@@ -22,3 +22,26 @@ class UsageError(DGIQAError, ValueError):
     """An option value or an input that names nothing usable: the caller must change what they asked for."""
 
     exit_code = EXIT_USAGE
+
+
+# -- weights: each message says what to do next ------------------------------------------------
+
+
+class WeightsError(DGIQAError):
+    """Weights that cannot be had or do not fit; the message says what to do next."""
+
+    exit_code = EXIT_WEIGHTS
+
+
+class UnknownWeightsError(WeightsError, ValueError):
+    """A weights spec that names nothing: a typo in what was asked for (a usage error)."""
+
+    exit_code = EXIT_USAGE
+
+
+class WrongKindError(UnknownWeightsError):
+    """A depth model given where a scoring model is expected, or the other way round."""
+
+
+class MissingHubFileError(WeightsError):
+    """The Hub repository exists but has no such file."""

@@ -1,7 +1,7 @@
 """Rebuild docs/explain_example.png: `dgiqa explain --heatmap` on the test picture, with STAND-IN weights.
 
 The real checkpoints are not in the repository, so the example runs on the
-seeded stand-in weights the tests use (dgiqa_cli.standin): random networks,
+seeded stand-in weights the tests use (dgiqa_cli.models.seeded_weights): random networks,
 whose maps show what the panel looks like, not what DGIQA sees in a picture.
 
     python docs/make_explain_example.py          # about a minute on a laptop CPU
@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app  # the app `dgiqa` runs, `explain` included
-from dgiqa_cli.standin import seeded_state
+from dgiqa_cli.models.seeded_weights import seeded_state
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

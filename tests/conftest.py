@@ -2,7 +2,7 @@
 
 The real checkpoints cannot be downloaded here, so every end-to-end test runs
 on the seeded stand-in weights the golden outputs were computed with
-(``dgiqa_cli.standin``), saved as the authors save theirs: a plain state dict
+(``dgiqa_cli.models.seeded_weights``), saved as the authors save theirs: a plain state dict
 in a ``.pth`` file.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgiqa_cli.standin import seeded_state
+from dgiqa_cli.models.seeded_weights import seeded_state
 
 # The reference implementation (PyTorch) scores unless a test asks for OpenVINO (tests/test_backends.py,
 # tests/test_openvino_cli.py); DGIQA_BACKEND=openvino runs the whole suite on the fast path instead.
@@ -142,11 +142,11 @@ def pictures(tmp_path) -> list[Path]:
 
 def run_interrupted(command: list, event: str, count: int, signal_name: str, timeout: float = 300, **kwargs):
     """Run ``command`` in its own process group until it signals itself at ``event`` number ``count``
-    (:mod:`dgiqa_cli.interrupts`); whatever it left running is killed. Returns the CompletedProcess."""
+    (:mod:`dgiqa_cli.io.interrupts`); whatever it left running is killed. Returns the CompletedProcess."""
     import signal
     import subprocess
 
-    from dgiqa_cli import interrupts
+    from dgiqa_cli.io import interrupts
 
     env = {**os.environ, **kwargs.pop("env", {}), **interrupts.at(event, count, signal_name)}
     proc = subprocess.Popen(

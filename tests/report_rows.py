@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dgiqa_cli.export import FIELDS, _cells, row_of
+from dgiqa_cli.io.rows import FIELDS, _cells, row_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MARKUP_NAME = "<img src=x onerror=alert(1)>.png"
@@ -58,7 +58,7 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 def write_parquet(rows: list[dict], path: Path) -> Path:
     import pyarrow.parquet as pq
 
-    from dgiqa_cli.parquet import table_of
+    from dgiqa_cli.io.parquet import table_of
 
     pq.write_table(table_of([{k: r.get(k) for k in FIELDS} for r in rows]), path)
     return path

@@ -1,4 +1,4 @@
-"""dgiqa_cli.atomic: the one way the package writes a whole file (outputs, caches, checkpoints, registries)."""
+"""dgiqa_cli.io.atomic: the one way the package writes a whole file (outputs, caches, checkpoints, registries)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from dgiqa_cli.atomic import PendingFile, atomic_path, atomic_write
+from dgiqa_cli.io.atomic import PendingFile, atomic_path, atomic_write
 
 
 def mode_of(path) -> int:

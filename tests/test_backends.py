@@ -20,10 +20,16 @@ import numpy as np
 import pytest
 import torch
 
-from dgiqa_cli.backends import OpenVINONetwork, accelerate, graphs, pick_backend, supports_precision
-from dgiqa_cli.backends.export import export_networks
-from dgiqa_cli.backends.graphs import traceable_pos_embed
-from dgiqa_cli.backends.openvino_runtime import _read_verified, core, default_cache_dir, entry_fields, entry_key
+from dgiqa_cli.inference.backends import OpenVINONetwork, accelerate, graphs, pick_backend, supports_precision
+from dgiqa_cli.inference.backends.export import export_networks
+from dgiqa_cli.inference.backends.graphs import traceable_pos_embed
+from dgiqa_cli.inference.backends.openvino_runtime import (
+    _read_verified,
+    core,
+    default_cache_dir,
+    entry_fields,
+    entry_key,
+)
 from dgiqa_cli.models import build_model
 
 pytest.importorskip("openvino")
@@ -253,7 +259,7 @@ def test_broken_openvino_install_falls_back(tmp_path):
         """
         import logging, torch
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        from dgiqa_cli.backends import accelerate, pick_backend
+        from dgiqa_cli.inference.backends import accelerate, pick_backend
         from dgiqa_cli.models import build_model
         module = build_model("life-iqa")
         print("backend", pick_backend("auto", "cpu"))

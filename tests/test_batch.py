@@ -16,9 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.discover import collect_inputs
-from dgiqa_cli.engine import BatchRunner
-from dgiqa_cli.export import completed_paths, drop_partial_last_row, read_csv, read_jsonl
+from dgiqa_cli.inference.engine import BatchRunner
+from dgiqa_cli.io.discover import collect_inputs
+from dgiqa_cli.io.rows import completed_paths, drop_partial_last_row, read_csv, read_jsonl
 
 runner = CliRunner()
 

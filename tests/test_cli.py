@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.export import read_csv
+from dgiqa_cli.io.rows import read_csv
 
 runner = CliRunner()
 GOOD = FIXTURES / "synthetic_480x640.png"

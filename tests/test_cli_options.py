@@ -69,8 +69,8 @@ def test_report_offers_the_model_options_only():
 
 
 def test_the_defaults_are_the_librarys():
-    from dgiqa_cli import images
-    from dgiqa_cli.scorer import Scorer
+    from dgiqa_cli.inference.scorer import Scorer
+    from dgiqa_cli.io import images
 
     library = {
         name: parameter.default for name, parameter in inspect.signature(Scorer).parameters.items() if name in DEFAULTS
@@ -137,7 +137,7 @@ def test_the_weights_group_maps_library_errors_on_its_own_too(tmp_path):
 
 
 def test_an_output_held_by_another_run_stops_eval_with_75_before_any_model(tmp_path):
-    from dgiqa_cli.export import lock_outputs
+    from dgiqa_cli.io.rows import lock_outputs
 
     labels = tmp_path / "ratings.csv"
     labels.write_text("path,mos\n" + "".join(f"{FIXTURES / name},{i}\n" for i, name in enumerate(PICTURES)))

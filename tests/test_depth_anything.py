@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dgiqa_cli.models.depth_anything import DEPTH_CONFIGS, DepthAnything
-from dgiqa_cli.standin import manifest_of, seeded_state
+from dgiqa_cli.models.seeded_weights import manifest_of, seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN_KEY = "depth_anything_vits14_forward"

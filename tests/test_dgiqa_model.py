@@ -7,14 +7,14 @@ import torch
 from conftest import load_json
 
 from dgiqa_cli.models import build_model
-from dgiqa_cli.standin import manifest_of
+from dgiqa_cli.models.seeded_weights import manifest_of
 from dgiqa_cli.weights import WeightsError
 from dgiqa_cli.weights.files import ResolvedWeights, load_into
 
 
 @pytest.fixture(scope="module")
 def model(golden):
-    from dgiqa_cli.standin import seeded_state
+    from dgiqa_cli.models.seeded_weights import seeded_state
 
     net = build_model("dgiqa")
     net.load_state_dict(

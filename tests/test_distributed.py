@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 from conftest import run_interrupted  # noqa: E402
 from test_sources import invoke, make_parquet, make_shard, small_pictures  # noqa: E402
 
-from dgiqa_cli.parquet import read_rows  # noqa: E402
+from dgiqa_cli.io.parquet import read_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -80,8 +80,8 @@ def test_a_killed_run_resumes_to_one_row_per_image(tmp_path, weight_args, cluste
 
 
 def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_path, weights_dir, scorer):
-    from dgiqa_cli import distributed
-    from dgiqa_cli.sources import collect_units
+    from dgiqa_cli.inference import distributed
+    from dgiqa_cli.io.sources import collect_units
 
     marker = tmp_path / "crashed-once"
 
@@ -108,7 +108,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_
 
 
 def test_predictor_in_a_users_own_pipeline(tmp_path, weights_dir, scorer):
-    from dgiqa_cli.distributed import DGIQAPredictor
+    from dgiqa_cli.inference.distributed import DGIQAPredictor
 
     pictures = small_pictures(tmp_path / "pics", sizes=((180, 220),))
     items = [{"key": "a", "jpg": pictures[0].read_bytes(), "caption": "kept"}, {"key": "b", "jpg": b"nope"}]

@@ -101,17 +101,13 @@ def test_api_reference_documents_the_public_names(site):
     markup = page_text(site, "reference/api")
     documented = set(re.findall(r'id="(dgiqa_cli\.[\w.]+)"', markup))
     exported = ast.literal_eval(re.search(r"__all__ = (\[.*?\])", (REPO / "dgiqa_cli/__init__.py").read_text())[1])
-    errors = [
-        n.name
-        for n in ast.parse((REPO / "dgiqa_cli/weights/errors.py").read_text()).body
-        if isinstance(n, ast.ClassDef)
-    ]
+    errors = [n.name for n in ast.parse((REPO / "dgiqa_cli/errors.py").read_text()).body if isinstance(n, ast.ClassDef)]
     for name in [n for n in exported if n != "__version__"] + errors:
         assert any(ident.endswith(f".{name}") for ident in documented), f"{name} is not in the API reference"
     text = visible(markup)
     assert "Scores pictures the way the authors' scripts do" in text  # Scorer's docstring, read from the code
     assert "The (H, W, 3) uint8 RGB array the models see" in text  # load_image's
-    assert "dgiqa_cli.scorer.Scorer.score" in documented and "dgiqa_cli.images.load_image" in documented
+    assert "dgiqa_cli.inference.scorer.Scorer.score" in documented and "dgiqa_cli.io.images.load_image" in documented
 
 
 def test_site_needs_no_network(site):

@@ -16,8 +16,8 @@ from conftest import run_interrupted
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.export import read_csv
-from dgiqa_cli.metrics import METRICS, evaluate
+from dgiqa_cli.evaluation.metrics import METRICS, evaluate
+from dgiqa_cli.io.rows import read_csv
 
 runner = CliRunner()
 KEYS = {"dataset", "split", "n", *METRICS, "ci95", "protocol"}

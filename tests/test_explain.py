@@ -17,16 +17,9 @@ from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app as dgiqa_app
 from dgiqa_cli.cli.explain import explain, print_report
-from dgiqa_cli.explain import (
-    FAMILIES,
-    Explanation,
-    check_attention_kinds,
-    map_views,
-    panel,
-    panel_heading,
-    write_explanation,
-)
-from dgiqa_cli.maps import (
+from dgiqa_cli.explain.explanation import Explanation
+from dgiqa_cli.explain.families import FAMILIES, check_attention_kinds
+from dgiqa_cli.explain.maps import (
     attention_received,
     frame_box_to_image,
     place_minimum,
@@ -34,8 +27,10 @@ from dgiqa_cli.maps import (
     window_grid,
     window_starts,
 )
-from dgiqa_cli.render import colorize, lut, panel_layout, resize_map
-from dgiqa_cli.scorer import ScoreResult
+from dgiqa_cli.explain.outputs import write_explanation
+from dgiqa_cli.explain.panel import map_views, panel, panel_heading
+from dgiqa_cli.explain.render import colorize, lut, panel_layout, resize_map
+from dgiqa_cli.inference.scorer import ScoreResult
 
 GOOD = FIXTURES / "synthetic_480x640.png"  # 640 wide, 480 high
 TALL = FIXTURES / "synthetic_600x400.png"  # 400 wide, 600 high
@@ -471,7 +466,7 @@ def test_quality_colours_span_the_model_range_and_say_so():
 
 
 def test_single_map_pictures_keep_their_size_and_carry_a_legend():
-    from dgiqa_cli.render import with_legend
+    from dgiqa_cli.explain.render import with_legend
 
     view = next(v for v in map_views(dgiqa_like_explanation("model")) if v.role == "quality")
     bare = view.colour()

@@ -89,7 +89,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_validation_split_by_group_is_fixed_and_hashed(tmp_path):
-    from dgiqa_cli.labels import load_labels
+    from dgiqa_cli.evaluation.labels import load_labels
 
     labels = degraded_set(tmp_path, lambda group, level: "train")
     images = load_labels(labels).images

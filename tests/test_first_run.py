@@ -26,7 +26,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.cli import common as cli_common
+from dgiqa_cli.errors import EXIT_WEIGHTS
 from dgiqa_cli.weights import WeightsError
 from dgiqa_cli.weights.registry import RegistryEntry, Source, model_entries
 from dgiqa_cli.weights.release import fetch_release, record_path, release_info
@@ -34,8 +34,7 @@ from dgiqa_cli.weights.resolve import resolve_weights
 
 runner = CliRunner()
 ARCHIVE = "mirror/DGIQA_weights.zip"  # what $DGIQA_MIRROR/DGIQA_weights.zip serves
-# The exit code of a weights error: the CLI's own constant once it has one, else 1 ("failed").
-WEIGHTS_EXIT = getattr(cli_common, "EXIT_WEIGHTS", cli_common.EXIT_FAILED)
+WEIGHTS_EXIT = EXIT_WEIGHTS  # the exit code of a weights error
 
 
 def squash(text: str) -> str:

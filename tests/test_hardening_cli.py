@@ -16,7 +16,7 @@ from conftest import FIXTURES, PICTURES, run_interrupted
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.export import lock_outputs, read_csv, read_jsonl
+from dgiqa_cli.io.rows import lock_outputs, read_csv, read_jsonl
 
 runner = CliRunner()
 GOOD = FIXTURES / PICTURES[0]

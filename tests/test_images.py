@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dgiqa_cli.images import (
+from dgiqa_cli.io.images import (
     MAX_ASPECT,
     ImageError,
     decode_image,

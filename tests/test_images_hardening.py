@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dgiqa_cli.images import (
+from dgiqa_cli.io.images import (
     ImageError,
     decode_image,
     display_path,
@@ -331,8 +331,8 @@ def test_the_program_hears_no_decoder_chatter_and_keeps_python_stderr(tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {os.getcwd()!r})
-from dgiqa_cli.images import ImageError, read_image
-from dgiqa_cli.native_stderr import silence_native_stderr
+from dgiqa_cli.io.images import ImageError, read_image
+from dgiqa_cli.io.native_stderr import silence_native_stderr
 silence_native_stderr()
 for name in {sorted(files)!r}:
     try:

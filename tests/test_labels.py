@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import tiny_sets
 
-from dgiqa_cli.labels import LabelsError, detect_dataset, load_labels
+from dgiqa_cli.evaluation.labels import LabelsError, detect_dataset, load_labels
 
 
 def test_koniq_reads_mos_and_the_official_split(tmp_path):

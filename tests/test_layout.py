@@ -90,7 +90,8 @@ def test_commands_never_import_each_other():
 
 
 def test_rendering_never_imports_the_explanation():
-    assert "dgiqa_cli.explain" not in imports_of("dgiqa_cli.render")
+    computing = {f"dgiqa_cli.explain.{name}" for name in ("explanation", "families", "panel", "files")}
+    assert imports_of("dgiqa_cli.explain.render") & computing == set()
 
 
 def test_library_never_imports_the_command_line():
@@ -102,3 +103,24 @@ def test_library_never_imports_the_command_line():
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_over_600_lines(name):
     assert len(MODULES[name].read_text(encoding="utf-8").splitlines()) <= MAX_LINES
+
+
+def test_the_top_level_shows_the_architecture():
+    """At most ten folders, one per concern, and beside them only the package's own files."""
+    entries = [p for p in PACKAGE.iterdir() if p.name != "__pycache__"]
+    folders = sorted(p.name for p in entries if p.is_dir())
+    assert len(folders) <= 10, folders
+    assert all((PACKAGE / folder / "__init__.py").is_file() for folder in folders)  # each a real package
+    files = sorted(p.name for p in entries if p.is_file())
+    assert files == ["__init__.py", "__main__.py", "errors.py", "py.typed", "version.py"]
+
+
+def test_no_module_name_has_two_meanings():
+    """ "export" once meant CSV rows and ONNX networks: a library module's name is unique in the package.
+
+    The command modules (``cli/explain.py`` is the ``explain`` command) are named after what they run."""
+    from collections import Counter
+
+    library = [name for name, path in MODULES.items() if path.name != "__init__.py" and ".cli." not in name]
+    names = Counter(name.rpartition(".")[2] for name in library)
+    assert [name for name, count in names.items() if count > 1] == []

@@ -16,7 +16,7 @@ from dgiqa_cli.models.life_iqa import (
     normalized_full_adjacency,
     twin_key,
 )
-from dgiqa_cli.standin import manifest_of, seeded_state
+from dgiqa_cli.models.seeded_weights import manifest_of, seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
+from dgiqa_cli.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, crop_positions
 from dgiqa_cli.models import build_model
-from dgiqa_cli.preprocess import IMAGENET_MEAN, IMAGENET_STD, crop_positions
 
 runner = CliRunner()
 
@@ -87,7 +87,7 @@ def test_family_and_weights_must_agree(life_iqa_file, weights_dir):
 @pytest.mark.slow
 def test_batch_with_life_iqa_matches_score(tmp_path, life_iqa_file):
     from dgiqa_cli import Scorer
-    from dgiqa_cli.engine import BatchRunner
+    from dgiqa_cli.inference.engine import BatchRunner
 
     scorer = Scorer(life_iqa_file, model="life-iqa", crops=2, device="cpu")
     paths = [str(FIXTURES / name) for name in PICTURES]

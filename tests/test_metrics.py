@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dgiqa_cli.metrics import METRICS, correlations, evaluate, fit_logistic, logistic
+from dgiqa_cli.evaluation.metrics import METRICS, correlations, evaluate, fit_logistic, logistic
 
 
 def test_correlations_are_scipys_on_known_vectors():

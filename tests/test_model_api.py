@@ -16,8 +16,8 @@ import torch
 import dgiqa_cli
 from dgiqa_cli import DGIQAError, ImageError, WeightsError, create_model, list_weights
 from dgiqa_cli.errors import EXIT_USAGE, UsageError
+from dgiqa_cli.inference.runtime import inference_context
 from dgiqa_cli.models import SPECS, spec_for
-from dgiqa_cli.runtime import inference_context
 from tests.conftest import FIXTURES, PICTURES
 
 PUBLIC = {
@@ -67,7 +67,7 @@ def test_the_family_facts_live_in_one_spec_each():
     assert dgiqa.input_size is None and life.input_size == (512, 384)
     assert dgiqa.score_range == (0.0, 1.0) and life.score_range == (None, None)
     assert set(dgiqa.attention) == {"cross", "refine"} and set(life.attention) == {"cross"}
-    from dgiqa_cli.explain import FAMILIES
+    from dgiqa_cli.explain.families import FAMILIES
 
     assert {name: family.spec for name, family in FAMILIES.items()} == dict(SPECS)
 

@@ -11,7 +11,7 @@ from conftest import FIXTURES, PICTURES
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.export import read_csv
+from dgiqa_cli.io.rows import read_csv
 
 pytest.importorskip("openvino")
 runner = CliRunner()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgiqa_cli import preprocess as pp
+from dgiqa_cli.inference import preprocess as pp
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from report_rows import FIXTURES, MARKUP_NAME, page_data, scored_run, write_csv,
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.names import encode_path
+from dgiqa_cli.io.names import encode_path
 from dgiqa_cli.report import Report, build, write_report
 
 runner = CliRunner()
@@ -154,7 +154,7 @@ def test_batch_report_reports_the_rows_it_wrote(tmp_path, weight_args):
     csv_path, page = tmp_path / "scores.csv", tmp_path / "report.html"
     result = invoke("batch", folder, "--csv", csv_path, "--report", page, "--crops", "1", "--quiet", *weight_args)
     assert result.exit_code == 1  # one picture failed
-    from dgiqa_cli.export import read_csv
+    from dgiqa_cli.io.rows import read_csv
 
     written = {row["path"]: row for row in read_csv(csv_path)}
     data = page_data(page)
@@ -165,7 +165,7 @@ def test_batch_report_reports_the_rows_it_wrote(tmp_path, weight_args):
 
 
 def test_an_interrupted_batch_reports_the_rows_it_wrote(tmp_path, weight_args, monkeypatch):
-    from dgiqa_cli.export import CsvWriter, read_csv
+    from dgiqa_cli.io.rows import CsvWriter, read_csv
 
     folder = tmp_path / "pictures"
     folder.mkdir()
@@ -220,13 +220,14 @@ def test_eval_out_adds_a_report_with_the_metrics_and_the_scatter(tmp_path, weigh
 
 @pytest.mark.slow  # one explain panel on the CPU: about 15 s
 def test_explain_worst_embeds_the_panel_dgiqa_explain_draws(run, scorer, tmp_path):
-    from dgiqa_cli import explain
+    from dgiqa_cli.explain.explanation import explain_image
+    from dgiqa_cli.explain.panel import panel
 
     _, rows = run
     data = page_data(write_report(rows, tmp_path / "r.html", scorer=scorer, explain_worst=1, extremes=1))
     lowest = data["lowest"][0]
     assert [i for i, panel in enumerate(data["rows"]["panel"]) if panel >= 0] == [lowest]
     encoded = data["panels"][data["rows"]["panel"][lowest]].split(",", 1)[1]
-    drawn = explain.panel(explain.explain_image(scorer, data["rows"]["name"][lowest]))
+    drawn = panel(explain_image(scorer, data["rows"]["name"][lowest]))
     with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
         assert image.format == "WEBP" and image.size == drawn.size

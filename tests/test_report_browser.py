@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from report_rows import MARKUP_NAME, scored_run
 
-from dgiqa_cli.names import encode_path
+from dgiqa_cli.io.names import encode_path
 from dgiqa_cli.report import build, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")

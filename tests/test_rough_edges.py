@@ -91,7 +91,7 @@ def test_the_python_api_takes_pil_images_tensors_bytes_and_arrays(scorer):
 
 
 def test_fp16_on_the_cpu_warns(caplog):
-    from dgiqa_cli.runtime import pick_precision
+    from dgiqa_cli.inference.runtime import pick_precision
 
     with caplog.at_level(logging.WARNING, logger="dgiqa"):
         assert pick_precision("fp16", torch.device("cpu")) == "fp16"
@@ -114,7 +114,7 @@ def test_cuda_devices_by_number(weight_args):
 
 def test_a_gpu_number_beyond_the_gpus_present_is_named(monkeypatch):
     """The numbering message itself, on any machine: two GPUs present, the eighth asked for."""
-    from dgiqa_cli.runtime import pick_device
+    from dgiqa_cli.inference.runtime import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

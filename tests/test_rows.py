@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dgiqa_cli.discover import collect_inputs, read_path_list, walk_images
-from dgiqa_cli.export import (
+from dgiqa_cli.io.discover import collect_inputs, read_path_list, walk_images
+from dgiqa_cli.io.rows import (
     FIELDS,
     CsvWriter,
     JsonlWriter,
@@ -251,7 +251,7 @@ def test_a_disk_filling_mid_run_leaves_only_whole_rows(tmp_path, kind):
     child = run_python(
         f"""
         import json, resource, signal, sys
-        from dgiqa_cli.export import CsvWriter, JsonlWriter, OutputError
+        from dgiqa_cli.io.rows import CsvWriter, JsonlWriter, OutputError
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_rows import Result, SETTINGS
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write then says EFBIG instead of killing us
@@ -300,7 +300,7 @@ def test_a_second_run_on_the_same_output_fails_at_once(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys; from dgiqa_cli.export import lock_outputs\n"
+            "import sys; from dgiqa_cli.io.rows import lock_outputs\n"
             f"with lock_outputs([{str(out)!r}, None, '-']):\n"
             "    print('locked', flush=True); sys.stdin.readline()",
         ],
@@ -331,7 +331,7 @@ def test_dash_writes_rows_to_stdout(tmp_path, kind):
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from dgiqa_cli.export import CsvWriter, JsonlWriter, check_writable, completed_paths, lock_outputs
+        from dgiqa_cli.io.rows import CsvWriter, JsonlWriter, check_writable, completed_paths, lock_outputs
         from test_rows import Result
         check_writable("-")
         assert completed_paths("-") == set()
@@ -436,7 +436,7 @@ def test_a_real_full_disk_then_a_read_only_one(tmp_path):
     mount.mkdir()
     fill = f"""
         import json
-        from dgiqa_cli.export import JsonlWriter, OutputError, check_writable
+        from dgiqa_cli.io.rows import JsonlWriter, OutputError, check_writable
         written = 0
         try:
             with JsonlWriter("{mount}/rows.jsonl", settings={{"weights_sha256": "ab" * 32}}) as writer:
@@ -453,7 +453,7 @@ def test_a_real_full_disk_then_a_read_only_one(tmp_path):
             print(error)
     """
     check = f"""
-        from dgiqa_cli.export import OutputError, check_writable
+        from dgiqa_cli.io.rows import OutputError, check_writable
         for name in ("rows.jsonl", "new.csv"):
             try:
                 check_writable("{mount}/" + name)

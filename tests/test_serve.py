@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import uvicorn
 
-from dgiqa_cli import interrupts
-from dgiqa_cli.images import ImageError, decode_image
+from dgiqa_cli.io import interrupts
+from dgiqa_cli.io.images import ImageError, decode_image
 from dgiqa_cli.serving import ServeSettings, create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -387,8 +387,8 @@ def test_a_server_process_keeps_fd_2_while_pictures_decode():
     fd 2 while a picture decodes is kept (the library itself never redirects fd 2: tests/test_side_effects.py)."""
     script = (
         "import os, threading\n"
-        "from dgiqa_cli.images import decode_image\n"
-        "from dgiqa_cli.native_stderr import keep_native_stderr, silence_native_stderr\n"
+        "from dgiqa_cli.io.images import decode_image\n"
+        "from dgiqa_cli.io.native_stderr import keep_native_stderr, silence_native_stderr\n"
         "silence_native_stderr()\n"
         "keep_native_stderr()\n"
         "data = open(" + repr(str(PICTURES[0])) + ", 'rb').read()\n"

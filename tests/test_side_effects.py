@@ -17,7 +17,7 @@ import pytest
 from hub_server import HubServer
 from PIL import Image, TiffImagePlugin
 
-from dgiqa_cli.images import ImageError, decode_image, load_image
+from dgiqa_cli.io.images import ImageError, decode_image, load_image
 from dgiqa_cli.weights.download import HubLocation, download
 
 ROWS = 200

@@ -15,9 +15,9 @@ from conftest import FIXTURES, PICTURES
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
-from dgiqa_cli.export import FIELDS, read_jsonl
-from dgiqa_cli.parquet import read_rows
-from dgiqa_cli.sources import Unit, collect_units, parquet_items, tar_items
+from dgiqa_cli.io.parquet import read_rows
+from dgiqa_cli.io.rows import FIELDS, read_jsonl
+from dgiqa_cli.io.sources import Unit, collect_units, parquet_items, tar_items
 
 runner = CliRunner()
 
@@ -86,7 +86,7 @@ def test_shard_members_stream_in_order_with_their_names(tmp_path):
 def test_parquet_rows_are_read_a_record_batch_at_a_time(tmp_path, monkeypatch):
     pictures = small_pictures(tmp_path / "pics")
     file = make_parquet(tmp_path / "images.parquet", pictures, row_group_size=1)
-    import dgiqa_cli.sources as sources
+    import dgiqa_cli.io.sources as sources
 
     monkeypatch.setattr(sources, "READ_BATCH_ROWS", 1)
     seen = []

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 from test_batch import invoke, picture_folder
 
-from dgiqa_cli.export import FIELDS, read_csv
-from dgiqa_cli.scorer import crop_spread
+from dgiqa_cli.inference.scorer import crop_spread
+from dgiqa_cli.io.rows import FIELDS, read_csv
 
 
 def test_spread_is_the_t_interval_of_the_crop_mean():

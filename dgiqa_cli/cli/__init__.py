@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 import warnings
 
-from .common import app
+from dgiqa_cli.cli.common import app
 
 #: Modules every command may import; each other module is a command, registered by importing it.
 SHARED = ("common", "options", "running")
@@ -28,10 +28,10 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
-    from ..native_stderr import silence_native_stderr
+    from dgiqa_cli.io.native_stderr import silence_native_stderr
 
     # C decoders (libpng, libjpeg) print to fd 2 from worker threads; our own messages keep the terminal.
-    # `dgiqa serve` gives its fd 2 back (a server's fd 2 is its log: dgiqa_cli.native_stderr.keep_native_stderr).
+    # `dgiqa serve` gives its fd 2 back (a server's fd 2 is its log: dgiqa_cli.io.native_stderr.keep_native_stderr).
     silence_native_stderr()
     warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes on odd files: our rows say why
     app()

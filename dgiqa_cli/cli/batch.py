@@ -10,23 +10,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..names import printable
-from .common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    QuietOpt,
-    app,
-    err,
-    fail,
-    out,
-    progress_bar,
-    render_table,
-    run_outcome,
-    setup_logging,
-)
-from .options import ScorerOptions, cli_option, with_options
-from .running import check_outputs, check_resumable, open_writers, print_summary, save_report, score_paths
+from dgiqa_cli.cli.common import QuietOpt, app, err, fail, out, progress_bar, render_table, run_outcome, setup_logging
+from dgiqa_cli.cli.options import ScorerOptions, cli_option, with_options
+from dgiqa_cli.cli.running import check_outputs, check_resumable, open_writers, print_summary, save_report, score_paths
+from dgiqa_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from dgiqa_cli.io.names import printable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +48,7 @@ class Sources:
     )
 
     def as_kwargs(self) -> dict:
-        """:func:`dgiqa_cli.sources.collect_units`' keyword arguments."""
+        """:func:`dgiqa_cli.io.sources.collect_units`' keyword arguments."""
         return {
             "recursive": self.recursive,
             "pattern": self.glob,
@@ -223,8 +211,8 @@ def batch(
     A shard's images are named SHARD/MEMBER (shards/000001.tar/sample7.jpg), a Parquet row FILE/KEY;
     --resume matches rows on these names.
     """
-    from ..export import lock_outputs, row_of
-    from ..sources import collect_units, is_url, iter_items, total_items
+    from dgiqa_cli.io.rows import lock_outputs, row_of
+    from dgiqa_cli.io.sources import collect_units, is_url, iter_items, total_items
 
     setup_logging(quiet)
     folders = folders or []
@@ -302,7 +290,7 @@ def batch(
 def check_report(path: Path | None, outputs: list) -> Path | None:
     """With --report: check it can be written, and name the output its rows are read back from (None: the table's
     rows, kept in memory). Rows sent only to stdout are not kept, so they cannot be reported (exit 2)."""
-    from ..export import STDOUT, check_writable
+    from dgiqa_cli.io.rows import STDOUT, check_writable
 
     if path is None:
         return None
@@ -318,7 +306,7 @@ def check_report(path: Path | None, outputs: list) -> Path | None:
 
 def read_report_rows(path: Path, csv_safe: bool) -> list[dict]:
     """The rows of the run's output for its report (the file's earlier rows too, after --resume)."""
-    from ..report import RowsError, read_rows
+    from dgiqa_cli.report import RowsError, read_rows
 
     try:
         return read_rows([path], csv_safe) if path.exists() else []
@@ -336,8 +324,8 @@ def write_heatmaps(scorer, paths: list[str], folder: Path, overwrite: bool, quie
 
     Panels that already exist are kept (a resumed run does not redo them) unless --overwrite.
     """
-    from ..explain import write_explanation
-    from ..images import ImageError
+    from dgiqa_cli.explain.outputs import write_explanation
+    from dgiqa_cli.io.images import ImageError
 
     if not paths:
         return
@@ -368,8 +356,8 @@ def count_done(units, done: set[str]) -> int:
 def run_on_ray(specs, sources: Sources, outputs: Outputs, forbidden, options: ScorerOptions, ray: RayOptions,
                batch_size, quiet) -> None:  # fmt: skip
     """``dgiqa batch --ray``: units read and scored on a Ray cluster, one Parquet file per unit in ``--parquet``."""
-    from ..export import lock_outputs
-    from ..sources import collect_units, total_items
+    from dgiqa_cli.io.rows import lock_outputs
+    from dgiqa_cli.io.sources import collect_units, total_items
 
     folder, resume, overwrite = outputs.parquet_path, outputs.resume, outputs.overwrite
     given = [name for name, value in forbidden.items() if value]
@@ -389,7 +377,7 @@ def run_on_ray(specs, sources: Sources, outputs: Outputs, forbidden, options: Sc
         raise fail("--ray needs Ray: pip install 'dgiqa[ray]'", EXIT_USAGE) from None
     units = collect_units(specs, **sources.as_kwargs())
     total = total_items(units)
-    from .. import distributed
+    from dgiqa_cli.inference import distributed
 
     folder.mkdir(parents=True, exist_ok=True)
     gpus = ray.num_gpus_per_worker

@@ -38,19 +38,13 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..errors import (  # noqa: F401  (the commands import the codes from here)
-    EXIT_BUSY,
-    EXIT_FAILED,
+from dgiqa_cli.errors import (
     EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_OUTPUT,
     EXIT_TERMINATED,
-    EXIT_USAGE,
-    EXIT_WEIGHTS,
     DGIQAError,
 )
-from ..names import one_line, printable
-from ..version import __version__
+from dgiqa_cli.io.names import one_line, printable
+from dgiqa_cli.version import __version__
 
 out = Console(soft_wrap=True)
 # Messages are never hard-wrapped: a redirected stderr keeps one line per message, for grep.
@@ -163,7 +157,7 @@ def setup_logging(quiet: bool) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.ERROR if quiet else logging.WARNING)
     logger.propagate = False
-    from ..weights import progress
+    from dgiqa_cli.weights import progress
 
     progress.configure(quiet=quiet, console=err)  # download bars nest with the "Loading models…" spinner
 

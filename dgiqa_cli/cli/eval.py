@@ -11,13 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..metrics import MIN_UNITS
-from ..names import printable
-from .common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_OUTPUT,
-    EXIT_USAGE,
+from dgiqa_cli.cli.common import (
     DatasetsArg,
     GroupColumnOpt,
     LabelsOpt,
@@ -37,8 +31,11 @@ from .common import (
     run_outcome,
     setup_logging,
 )
-from .options import ScorerOptions, with_options
-from .running import load_labelled, save_report
+from dgiqa_cli.cli.options import ScorerOptions, with_options
+from dgiqa_cli.cli.running import load_labelled, save_report
+from dgiqa_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from dgiqa_cli.evaluation.metrics import MIN_UNITS
+from dgiqa_cli.io.names import printable
 
 SCORES_FILE = "scores.csv"  # dgiqa batch's rows, written as pictures finish: what --resume reads back
 
@@ -120,8 +117,8 @@ def evaluate_command(
 
       dgiqa eval --labels mine.csv --predictions pyiqa_scores.csv     (any model's scores, no scoring)
     """
-    from ..evaluation import evaluate_predictions
-    from ..export import lock_outputs
+    from dgiqa_cli.evaluation.protocol import evaluate_predictions
+    from dgiqa_cli.io.rows import lock_outputs
 
     setup_logging(quiet)
     sets = load_labelled(
@@ -177,7 +174,7 @@ def evaluate_command(
 
 def score_part(scorer, part, rows_file, resume, batch_size, workers, resamples, seed, quiet):
     """Score one labelled set with a progress bar; failures are printed as they happen."""
-    from ..evaluation import evaluate_scorer, present_and_missing
+    from dgiqa_cli.evaluation.protocol import evaluate_scorer, present_and_missing
 
     todo, _ = present_and_missing(part)
     with progress_bar(quiet) as progress:
@@ -199,7 +196,7 @@ def score_part(scorer, part, rows_file, resume, batch_size, workers, resamples, 
             on_result=advance,
         )
     if resamples:  # the bootstrap refits the logistic 1000 times: seconds, worth a spinner
-        from ..evaluation import report as make_report
+        from dgiqa_cli.evaluation.protocol import report as make_report
 
         with busy("Bootstrapping 95% intervals…", quiet):
             report = make_report(part, report.outcomes, report.protocol, resamples, seed)
@@ -242,8 +239,8 @@ def output_folders(out_dir: Path | None, parts, resume: bool, overwrite: bool) -
 
 def write_outputs(out_dir: Path, folders: list[Path], reports) -> None:
     """metrics.json, predictions.csv and scatter.png per set; with several sets, all metrics also in out_dir."""
-    from ..evaluation import write_metrics, write_predictions
-    from ..plots import scatter_plot
+    from dgiqa_cli.evaluation.plots import scatter_plot
+    from dgiqa_cli.evaluation.protocol import write_metrics, write_predictions
 
     try:
         for folder, report in zip(folders, reports, strict=True):
@@ -258,7 +255,7 @@ def write_outputs(out_dir: Path, folders: list[Path], reports) -> None:
 
 def write_reports(folders: list[Path], reports, quiet: bool) -> None:
     """report.html per set that was scored here (its scores.csv): the gallery, with the metrics and the scatter."""
-    from ..report import RowsError, read_rows
+    from dgiqa_cli.report import RowsError, read_rows
 
     for folder, report in zip(folders, reports, strict=True):
         if not (folder / SCORES_FILE).is_file():

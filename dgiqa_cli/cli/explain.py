@@ -16,20 +16,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..names import encode_path, printable
-from .common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    QuietOpt,
-    app,
-    err,
-    fail,
-    out,
-    progress_bar,
-    setup_logging,
-)
-from .options import ScorerOptions, with_options
+from dgiqa_cli.cli.common import QuietOpt, app, err, fail, out, progress_bar, setup_logging
+from dgiqa_cli.cli.options import ScorerOptions, with_options
+from dgiqa_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from dgiqa_cli.io.names import encode_path, printable
 
 
 class QualityScale(str, Enum):
@@ -60,10 +50,10 @@ def check_outputs(
 ) -> None:
     """Usage error (exit 2) if two images would write the same file, or, without ``force``, a file is in the way.
 
-    ``family``: the model's :class:`~dgiqa_cli.explain.Family`, or None while it
+    ``family``: the model's :class:`~dgiqa_cli.explain.families.Family`, or None while it
     is not known yet (then only the files every family writes are checked).
     """
-    from ..explain import existing_outputs, output_paths
+    from dgiqa_cli.explain.outputs import existing_outputs, output_paths
 
     if not (heatmap or save_arrays):
         return
@@ -165,8 +155,9 @@ def explain(
 
       dgiqa explain photo.jpg --heatmap --overlay --alpha 0.6 --save-arrays --json
     """
-    from ..explain import FAMILIES, check_attention_kinds, family_of, write_explanation
-    from ..images import ImageError
+    from dgiqa_cli.explain.families import FAMILIES, check_attention_kinds, family_of
+    from dgiqa_cli.explain.outputs import write_explanation
+    from dgiqa_cli.io.images import ImageError
 
     setup_logging(quiet)
     kinds = ATTENTION_KINDS[attention.value]

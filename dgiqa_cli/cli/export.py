@@ -12,9 +12,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..names import printable
-from .common import EXIT_OK, EXIT_USAGE, QuietOpt, app, busy, err, fail, out, setup_logging
-from .options import DepthModelOpt, DepthWeightsOpt, ModelOpt, WeightsOpt
+from dgiqa_cli.cli.common import QuietOpt, app, busy, err, fail, out, setup_logging
+from dgiqa_cli.cli.options import DepthModelOpt, DepthWeightsOpt, ModelOpt, WeightsOpt
+from dgiqa_cli.errors import EXIT_OK, EXIT_USAGE
+from dgiqa_cli.io.names import printable
 
 
 class ExportFormat(str, Enum):
@@ -51,8 +52,8 @@ def export(
 
       dgiqa export deploy/ --format onnx --depth-model vits
     """
-    from ..backends.export import export_networks
-    from ..inference.model import create_model
+    from dgiqa_cli.inference.backends.export import export_networks
+    from dgiqa_cli.inference.model import create_model
 
     setup_logging(quiet)
     chosen = tuple(f.value for f in formats) if formats else ("onnx", "openvino")

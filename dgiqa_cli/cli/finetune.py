@@ -10,12 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..defaults import DEFAULT_DEVICE
-from ..errors import DGIQAError, UsageError
-from .common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
+from dgiqa_cli.cli.common import (
     GroupColumnOpt,
     LowerIsBetterOpt,
     MosColumnOpt,
@@ -31,7 +26,9 @@ from .common import (
     run_outcome,
     setup_logging,
 )
-from .options import DepthModelOpt, DepthWeightsOpt, DeviceOpt, ModelOpt
+from dgiqa_cli.cli.options import DepthModelOpt, DepthWeightsOpt, DeviceOpt, ModelOpt
+from dgiqa_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DGIQAError, UsageError
+from dgiqa_cli.inference.defaults import DEFAULT_DEVICE
 
 # One set of ratings: a single labels file or data-set folder (eval's --labels and folders may be repeated).
 OneLabelsOpt = Annotated[
@@ -163,11 +160,11 @@ def finetune(
 
       dgiqa score photo.jpg --weights my-model
     """
-    from ..images import ImageError
-    from ..labels import load_labels
-    from ..training import FinetuneSettings
-    from ..training.loop import Run
-    from ..training.report import clean_floats
+    from dgiqa_cli.evaluation.labels import load_labels
+    from dgiqa_cli.io.images import ImageError
+    from dgiqa_cli.training import FinetuneSettings
+    from dgiqa_cli.training.loop import Run
+    from dgiqa_cli.training.report import clean_floats
 
     setup_logging(quiet)
     if (labels is None) == (dataset is None):

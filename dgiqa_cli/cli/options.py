@@ -20,10 +20,17 @@ from typing import Annotated, Any
 
 import typer
 
-from ..defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_SEED, MAX_PIXELS
-from ..errors import DGIQAError, UsageError
-from ..models.spec import FAMILIES
-from .common import busy
+from dgiqa_cli.cli.common import busy
+from dgiqa_cli.errors import DGIQAError, UsageError
+from dgiqa_cli.inference.defaults import (
+    DEFAULT_CROP_MODE,
+    DEFAULT_CROPS,
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+    MAX_PIXELS,
+)
+from dgiqa_cli.models.spec import FAMILIES
 
 
 class CropMode(str, Enum):
@@ -126,8 +133,8 @@ def cli_option(declaration: Any, default: Any = None) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class ScorerOptions:
-    """What a scoring command hands to :class:`~dgiqa_cli.scorer.Scorer`: its keyword arguments, with the
-    library's defaults (:mod:`dgiqa_cli.defaults`). Choices are plain strings, as the library takes them."""
+    """What a scoring command hands to :class:`~dgiqa_cli.inference.scorer.Scorer`: its keyword arguments, with the
+    library's defaults (:mod:`dgiqa_cli.inference.defaults`). Choices are plain strings, as the library takes them."""
 
     model: str | None = cli_option(ModelOpt)
     weights: str | None = cli_option(WeightsOpt)
@@ -148,7 +155,7 @@ class ScorerOptions:
     def build(self):
         """The Scorer, loaded under a spinner. Its own checks of option values (plain ``ValueError`` s, such as a
         GPU that is not there) are usage errors; every other library error reaches the command line's handler."""
-        from ..scorer import Scorer
+        from dgiqa_cli.inference.scorer import Scorer
 
         with busy("Loading models…"):
             try:

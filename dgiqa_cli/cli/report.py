@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from ..defaults import DEFAULT_CROP_MODE
-from ..names import printable
-from .common import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, QuietOpt, app, err, fail, progress_bar, setup_logging
-from .options import MODEL_OPTIONS, ScorerOptions, with_options
-from .running import stage_progress
+from dgiqa_cli.cli.common import QuietOpt, app, err, fail, progress_bar, setup_logging
+from dgiqa_cli.cli.options import MODEL_OPTIONS, ScorerOptions, with_options
+from dgiqa_cli.cli.running import stage_progress
+from dgiqa_cli.errors import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE
+from dgiqa_cli.io.names import printable
 
 
 @app.command()
@@ -70,8 +71,8 @@ def report(
 
       dgiqa report scores.csv --explain-worst 12 --weights dgiqa-koniq
     """
-    from ..export import OutputError, check_writable
-    from ..report import Report, read_rows
+    from dgiqa_cli.io.rows import OutputError, check_writable
+    from dgiqa_cli.report import Report, read_rows
 
     setup_logging(quiet)
     if heatmaps is not None and not heatmaps.is_dir():
@@ -112,7 +113,7 @@ def report(
 def scorer_for(rows: list[dict], allow_mixed: bool, options: ScorerOptions):
     """The model for --explain-worst, set up as the run was (crops, positions, seed from its rows), refused when
     its weights are not the ones that scored the run: the panels would explain other scores."""
-    from ..report import check_one_run
+    from dgiqa_cli.report import check_one_run
 
     settings = check_one_run(rows, allow_mixed)
     try:

@@ -10,15 +10,16 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..names import printable
-from .common import EXIT_USAGE, err, fail, progress_bar
+from dgiqa_cli.cli.common import err, fail, progress_bar
+from dgiqa_cli.errors import EXIT_USAGE
+from dgiqa_cli.io.names import printable
 
 
 def check_outputs(
     csv_path: Path | None, jsonl_path: Path | None, resume: bool, overwrite: bool, parquet_path: Path | None = None
 ) -> list:
     """Check every output before any work (exit 2 on a problem); returns [(path, writer class)]."""
-    from ..export import STDOUT, CsvWriter, JsonlWriter, check_writable
+    from dgiqa_cli.io.rows import STDOUT, CsvWriter, JsonlWriter, check_writable
 
     outputs = []
     for path, writer_class in ((csv_path, CsvWriter), (jsonl_path, JsonlWriter), (parquet_path, "parquet")):
@@ -28,7 +29,7 @@ def check_outputs(
             if str(path) == STDOUT:
                 raise fail("--parquet cannot go to stdout; give it a file", EXIT_USAGE)
             try:
-                from ..parquet import ParquetWriter, require_pyarrow
+                from dgiqa_cli.io.parquet import ParquetWriter, require_pyarrow
 
                 require_pyarrow()
             except ImportError as exc:
@@ -52,11 +53,11 @@ def check_outputs(
 
 def check_resumable(outputs: list, settings: dict, csv_safe: bool) -> None:
     """With --resume: refuse outputs whose rows were made with other settings (a ResumeError naming them: exit 2)."""
-    from ..export import check_resume, check_rows
+    from dgiqa_cli.io.rows import check_resume, check_rows
 
     for path, writer_class in outputs:
         if writer_class.__module__.endswith(".parquet"):
-            from ..parquet import read_rows
+            from dgiqa_cli.io.parquet import read_rows
 
             check_rows(path, read_rows(path) if path.is_file() else [], settings)
         else:
@@ -65,12 +66,12 @@ def check_resumable(outputs: list, settings: dict, csv_safe: bool) -> None:
 
 def open_writers(outputs: list, resume: bool, settings: dict, csv_safe: bool) -> list:
     """Open the checked outputs; returns [(writer, paths that already have a row)]."""
-    from ..export import CsvWriter, completed_paths
+    from dgiqa_cli.io.rows import CsvWriter, completed_paths
 
     opened = []
     for path, writer_class in outputs:
         if writer_class.__module__.endswith(".parquet"):
-            from ..parquet import completed_paths as parquet_paths
+            from dgiqa_cli.io.parquet import completed_paths as parquet_paths
 
             done = parquet_paths(path) if resume else set()
         else:
@@ -81,7 +82,7 @@ def open_writers(outputs: list, resume: bool, settings: dict, csv_safe: bool) ->
 
 
 def print_summary(stats, results_for_summary, lowest: int, detailed: bool) -> None:
-    from ..export import score_summary
+    from dgiqa_cli.io.rows import score_summary
 
     err.print(
         f"{stats.scored} scored, {stats.failed} failed, {stats.skipped} skipped (already done) "
@@ -100,10 +101,10 @@ def print_summary(stats, results_for_summary, lowest: int, detailed: bool) -> No
 def score_paths(
     scorer, todo, writers: list, batch_size: int | None, workers: int | None, quiet: bool, total: int | None = None
 ):
-    """Score ``todo`` (paths, or :class:`~dgiqa_cli.sources.Item` s) through the batch engine, rows to ``writers``
+    """Score ``todo`` (paths, or :class:`~dgiqa_cli.io.sources.Item` s) through the batch engine, rows to ``writers``
     as they finish; returns (stats, table rows, (score, path) pairs). Without writers the rows are kept for the
     table printed at the end. ``total``: how many ``todo`` holds, where it is an iterator (None: unknown)."""
-    from ..engine import BatchRunner, default_batch_size, default_workers
+    from dgiqa_cli.inference.engine import BatchRunner, default_batch_size, default_workers
 
     runner = BatchRunner(
         scorer,
@@ -132,7 +133,7 @@ def score_paths(
 
 def load_labelled(datasets, labels, root, path_column, mos_column, split_column, group_column, lower, spaq_resize):
     """Every labelled set named on the command line, data-set folders first (a LabelsError: a usage error)."""
-    from ..labels import load_labels
+    from dgiqa_cli.evaluation.labels import load_labels
 
     sets = []
     columns = {"path_column": path_column, "mos_column": mos_column}
@@ -150,7 +151,7 @@ def save_report(path: Path, rows: list[dict], quiet: bool, **options) -> bool:
     """Write ``dgiqa report``'s page of ``rows`` at the end of a run (batch --report, eval --out), thumbnails
     with a progress bar. A report that cannot be made is one line on stderr and ``False``: the run's own
     outputs are written already and its exit code stays what the scoring made it."""
-    from ..report import Report, ReportError
+    from dgiqa_cli.report import Report, ReportError
 
     try:
         with progress_bar(quiet) as progress:

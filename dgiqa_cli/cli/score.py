@@ -11,21 +11,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..names import encode_path, printable
-from .common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    QuietOpt,
-    app,
-    err,
-    fail,
-    out,
-    progress_bar,
-    render_table,
-    setup_logging,
-)
-from .options import ScorerOptions, with_options
+from dgiqa_cli.cli.common import QuietOpt, app, err, fail, out, progress_bar, render_table, setup_logging
+from dgiqa_cli.cli.options import ScorerOptions, with_options
+from dgiqa_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from dgiqa_cli.io.names import encode_path, printable
 
 
 @app.command()
@@ -47,7 +36,7 @@ def score(
 
     Every image gets a score or a one-line reason why not; exit code 1 if any failed.
     """
-    from ..export import STDOUT, CsvWriter, check_writable
+    from dgiqa_cli.io.rows import STDOUT, CsvWriter, check_writable
 
     setup_logging(quiet)
     csv_to_stdout = csv_path is not None and str(csv_path) == STDOUT

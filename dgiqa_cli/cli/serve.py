@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import EXIT_OK, EXIT_USAGE, QuietOpt, app, err, fail, setup_logging
-from .options import ScorerOptions, with_options
+from dgiqa_cli.cli.common import QuietOpt, app, err, fail, setup_logging
+from dgiqa_cli.cli.options import ScorerOptions, with_options
+from dgiqa_cli.errors import EXIT_OK, EXIT_USAGE
 
 
 @app.command()
@@ -86,12 +87,12 @@ def serve(
     """
     setup_logging(quiet)
     try:
-        from ..serving import ServeSettings, create_app
-        from ..serving.limits import is_loopback
-        from ..serving.server import run_server
+        from dgiqa_cli.serving import ServeSettings, create_app
+        from dgiqa_cli.serving.limits import is_loopback
+        from dgiqa_cli.serving.server import run_server
     except ImportError as exc:
         raise fail(f"dgiqa serve needs its extra: pip install 'dgiqa[serve]' ({exc})", EXIT_USAGE) from None
-    from ..native_stderr import keep_native_stderr
+    from dgiqa_cli.io.native_stderr import keep_native_stderr
 
     keep_native_stderr()  # the server's fd 2 is its log: nothing may redirect it while pictures decode
     try:
@@ -133,8 +134,8 @@ def serve_on_ray(options: dict, settings, host: str, port: int, address, replica
     try:
         from ray import serve as ray_serve
 
-        from .. import distributed
-        from ..serving.ray_serve import build_app
+        from dgiqa_cli.inference import distributed
+        from dgiqa_cli.serving.ray_serve import build_app
     except ImportError as exc:
         raise fail(f"--ray needs Ray Serve: pip install 'dgiqa[serve-ray]' ({exc})", EXIT_USAGE) from None
     if gpus is None:

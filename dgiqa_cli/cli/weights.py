@@ -19,10 +19,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from dgiqa_cli.cli import common as _cli  # err/out consoles, fail(), exit codes
+from dgiqa_cli.cli.options import DepthModel
 from dgiqa_cli.models import ARCHITECTURES
-
-from . import common as _cli  # err/out consoles, fail(), exit codes
-from .options import DepthModel
 
 weights_app = typer.Typer(
     cls=_cli.DGIQAGroup,  # library errors -> exit codes, also when the group is run on its own
@@ -87,8 +86,8 @@ def _range_text(score_range, kind: str) -> str:
 
 
 def _list_rows() -> list[dict]:
-    from ..weights.download import cached_file
-    from ..weights.registry import RegistryError, local_entries, packaged_entries
+    from dgiqa_cli.weights.download import cached_file
+    from dgiqa_cli.weights.registry import RegistryError, local_entries, packaged_entries
 
     rows = []
     for kind in ("model", "depth"):
@@ -215,9 +214,9 @@ class _Transfers:
 
 def _download_targets(names: list[str]):
     """Each name -> (label, entry or None, hf uri or None); unknown names are usage errors."""
-    from ..weights import UnknownWeightsError, WeightsError
-    from ..weights.download import parse_hf_uri
-    from ..weights.registry import RegistryError, find_entry, packaged_entries
+    from dgiqa_cli.weights import UnknownWeightsError, WeightsError
+    from dgiqa_cli.weights.download import parse_hf_uri
+    from dgiqa_cli.weights.registry import RegistryError, find_entry, packaged_entries
 
     targets = []
     for name in names:
@@ -238,18 +237,18 @@ def _download_targets(names: list[str]):
 
 def _fetch(label, entry, uri, revision, force, transfers) -> dict:
     """Download one target; return its row (status 'downloaded', 'cached' or 'local')."""
-    from ..weights import MissingHubFileError
-    from ..weights.download import HubLocation, download, fetch_entry, how_to_get, parse_hf_uri
-    from ..weights.files import verify_sha256
-    from ..weights.hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, read_config
-    from ..weights.resolve import hf_uri_names_file
+    from dgiqa_cli.weights import MissingHubFileError
+    from dgiqa_cli.weights.download import HubLocation, download, fetch_entry, how_to_get, parse_hf_uri
+    from dgiqa_cli.weights.files import verify_sha256
+    from dgiqa_cli.weights.hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, read_config
+    from dgiqa_cli.weights.resolve import hf_uri_names_file
 
     before = transfers.bytes
     expected = None
     if entry is not None and entry.origin == "local":
         path = entry.local_file
         if path is None or not path.is_file():
-            from ..weights.resolve import resolve_local_entry
+            from dgiqa_cli.weights.resolve import resolve_local_entry
 
             resolve_local_entry(entry)  # raises with what to do
         expected = entry.sha256
@@ -320,7 +319,7 @@ def download(
 
     A second call downloads nothing. Checksums known to the registry (or to config.json) are verified.
     """
-    from ..weights import WeightsError
+    from dgiqa_cli.weights import WeightsError
 
     targets = _download_targets(names)
 
@@ -407,7 +406,7 @@ def import_weights(
     The architecture is detected from the tensor names and the weights must load into it strictly.
     Files go to $DGIQA_HOME (default ~/.local/share/dgiqa)/models/NAME.
     """
-    from ..weights.importing import import_checkpoint
+    from dgiqa_cli.weights.importing import import_checkpoint
 
     with _cli.busy("Converting…"):
         result = import_checkpoint(
@@ -465,7 +464,7 @@ def info(
     Says whether the file is a known release (its sha256 is in the registry) and exits 1 if it fails
     its checksum or does not load.
     """
-    from ..weights.describe import describe
+    from dgiqa_cli.weights.describe import describe
 
     report = describe(spec)
     if as_json:
@@ -522,8 +521,8 @@ def push(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish converted weights to the Hub with a model card (README.md): config.json + model.safetensors."""
-    from ..weights.push import plan_push
-    from ..weights.push import push as push_weights
+    from dgiqa_cli.weights.push import plan_push
+    from dgiqa_cli.weights.push import push as push_weights
 
     plan = plan_push(spec, repo, private)
     visibility = "private" if plan.private else "public"

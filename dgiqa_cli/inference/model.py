@@ -23,16 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import preprocess as pp
-from ..backends import accelerate, pick_backend
-from ..defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_SEED
-from ..errors import UsageError
-from ..images import DecodedImage, ImageError, decoded_from_array
-from ..models import DEPTH_ENCODERS, ModelSpec, spec_for
-from ..models.spec import FAMILIES
-from ..runtime import inference_context, pick_device, pick_precision
-from ..weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
-from ..weights.registry import default_model_name, depth_entry_for_arch, model_entries
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.inference import preprocess as pp
+from dgiqa_cli.inference.backends import accelerate, pick_backend
+from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_SEED
+from dgiqa_cli.inference.runtime import inference_context, pick_device, pick_precision
+from dgiqa_cli.io.images import DecodedImage, ImageError, decoded_from_array
+from dgiqa_cli.models import DEPTH_ENCODERS, ModelSpec, spec_for
+from dgiqa_cli.models.spec import FAMILIES
+from dgiqa_cli.weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
+from dgiqa_cli.weights.registry import default_model_name, depth_entry_for_arch, model_entries
 
 log = logging.getLogger("dgiqa")
 

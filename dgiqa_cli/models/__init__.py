@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .spec import FAMILIES, SPECS, ModelSpec, spec_for
+from dgiqa_cli.models.spec import FAMILIES, SPECS, ModelSpec, spec_for
 
 if TYPE_CHECKING:  # torch is imported by the builders, so that the specs load without it
     import torch
@@ -36,15 +36,15 @@ _STALE_SWIN_BUFFERS = ("relative_position_index", "attn_mask")
 def build_model(name: str, **config) -> nn.Module:
     """A freshly initialised model of architecture ``name`` in eval mode (no weights downloaded)."""
     if name == "dgiqa":
-        from .dgiqa import DGIQA
+        from dgiqa_cli.models.dgiqa import DGIQA
 
         model = DGIQA(**config)
     elif name.startswith("depth-anything-") and name.removeprefix("depth-anything-") in DEPTH_ENCODERS:
-        from .depth_anything import DepthAnything
+        from dgiqa_cli.models.depth_anything import DepthAnything
 
         model = DepthAnything(name.removeprefix("depth-anything-"), **config)
     elif name == "life-iqa":
-        from .life_iqa import LifeIQA
+        from dgiqa_cli.models.life_iqa import LifeIQA
 
         model = LifeIQA(**config)
     else:
@@ -67,7 +67,7 @@ def checkpoint_filter(arch: str) -> Callable[[dict], dict]:
     if arch == "life-iqa":
 
         def life_iqa_filter(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            from .life_iqa import fill_twin_keys
+            from dgiqa_cli.models.life_iqa import fill_twin_keys
 
             return fill_twin_keys(drop_stale_swin_buffers(state_dict))
 

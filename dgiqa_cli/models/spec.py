@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..errors import UsageError
+from dgiqa_cli.errors import UsageError
 
 CROP = 224  # side of the square crops both families score
 

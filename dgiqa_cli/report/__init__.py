@@ -6,8 +6,8 @@ output cell), ``dgiqa report ROWS... --out report.html`` on the command line. Se
 
 from __future__ import annotations
 
-from .build import EXTREMES, SELF_CONTAINED_LIMIT, Report, write_report
-from .rows import MixedRunsError, ReportError, RowsError, check_one_run, read_rows
+from dgiqa_cli.report.build import EXTREMES, SELF_CONTAINED_LIMIT, Report, write_report
+from dgiqa_cli.report.runs import MixedRunsError, ReportError, RowsError, check_one_run, read_rows
 
 __all__ = [
     "EXTREMES",

@@ -14,11 +14,11 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic import atomic_write
-from ..names import encode_path, printable
-from . import html as page
-from .rows import ReportError, check_one_run
-from .thumbnails import make_thumbnails
+from dgiqa_cli.io.atomic import atomic_write
+from dgiqa_cli.io.names import encode_path, printable
+from dgiqa_cli.report import html as page
+from dgiqa_cli.report.runs import ReportError, check_one_run
+from dgiqa_cli.report.thumbnails import make_thumbnails
 
 SELF_CONTAINED_LIMIT = 5000
 EXTREMES = 24
@@ -26,7 +26,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class Report:
-    """The report of ``rows`` (dicts with :data:`dgiqa_cli.export.FIELDS`, as the rows readers give them).
+    """The report of ``rows`` (dicts with :data:`dgiqa_cli.io.rows.FIELDS`, as the rows readers give them).
 
     ``scorer`` + ``explain_worst``: explain panels for the N lowest-scoring pictures, made now with the model;
     ``heatmaps``: the ``--heatmaps`` folder of an earlier ``dgiqa batch``, whose panels are shown instead.
@@ -84,11 +84,11 @@ class Report:
         self.highest = [row["path"] for row in reversed(ranked[-extremes:])] if extremes else []
         self.panels: dict[str, bytes] = {}
         if heatmaps is not None:
-            from .panels import from_heatmaps
+            from dgiqa_cli.report.panels import from_heatmaps
 
             self.panels.update(from_heatmaps(heatmaps, list(dict.fromkeys(self.lowest + self.highest))))
         if explain_worst:
-            from .panels import from_model
+            from dgiqa_cli.report.panels import from_model
 
             worst = [row["path"] for row in ranked[:explain_worst]]
             made_panels, failed = from_model(scorer, worst, lambda d, t: progress("Explain panels", d, t))

@@ -15,8 +15,8 @@ import math
 import re
 from importlib import resources
 
-from ..names import printable
-from ..version import __version__
+from dgiqa_cli.io.names import printable
+from dgiqa_cli.version import __version__
 
 SETTINGS_SHOWN = (
     ("model", "weights"),
@@ -61,7 +61,7 @@ def histogram(scores: list[float]) -> tuple[dict, str]:
     """The scores' histogram (:data:`BINS` bars, quartiles dashed) as SVG, and its scale for the page's slider."""
     import numpy as np
 
-    from ..export import score_summary
+    from dgiqa_cli.io.rows import score_summary
 
     values = np.asarray(scores, dtype=np.float64)
     counts, edges = np.histogram(values, bins=BINS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .thumbnails import encode_webp
+from dgiqa_cli.report.thumbnails import encode_webp
 
 PANEL_SUFFIX = "_explain.png"
 PANEL_QUALITY = 85
@@ -58,13 +58,14 @@ def from_model(
 ) -> tuple[dict[str, bytes], dict[str, str]]:
     """Panels of ``paths`` made now with ``scorer`` (as ``dgiqa explain --heatmap`` draws them), as WebP bytes;
     and, for each picture that could not be explained, why."""
-    from .. import explain
-    from ..images import ImageError
+    from dgiqa_cli.explain.explanation import explain_image
+    from dgiqa_cli.explain.panel import panel
+    from dgiqa_cli.io.images import ImageError
 
     panels, failed = {}, {}
     for done, path in enumerate(paths, 1):
         try:
-            drawn = explain.panel(explain.explain_image(scorer, path))
+            drawn = panel(explain_image(scorer, path))
             panels[path] = encode_webp(drawn.convert("RGB"), PANEL_QUALITY)
         except (ImageError, ValueError) as exc:
             failed[path] = str(exc)

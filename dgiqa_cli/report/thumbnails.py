@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from ..images import MAX_PIXELS, ImageError, read_image
+from dgiqa_cli.io.images import MAX_PIXELS, ImageError, read_image
 
 SIZE = 256
 QUALITY = 75
@@ -27,7 +27,7 @@ def encode_webp(image: Image.Image, quality: int = QUALITY) -> bytes:
 
 
 def thumbnail(path: str, size: int = SIZE, max_pixels: int = MAX_PIXELS) -> bytes:
-    """The WebP thumbnail of the picture at ``path``, or :class:`~dgiqa_cli.images.ImageError` saying why not."""
+    """The WebP thumbnail of the picture at ``path``, or :class:`~dgiqa_cli.io.images.ImageError` saying why not."""
     image = Image.fromarray(read_image(path, max_pixels).rgb)
     image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return encode_webp(image)

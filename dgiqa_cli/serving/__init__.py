@@ -11,15 +11,15 @@ environment (``DGIQA_WEIGHTS``, ``DGIQA_CROPS``, ..., ``DGIQA_SERVE_MAX_BATCH``,
 
 from __future__ import annotations
 
-from .api import create_app
-from .settings import ServeSettings, scorer_options_from_env
+from dgiqa_cli.serving.api import create_app
+from dgiqa_cli.serving.settings import ServeSettings, scorer_options_from_env
 
 __all__ = ["ServeSettings", "app", "create_app", "scorer_options_from_env"]
 
 
 def __getattr__(name: str):
     if name == "app":  # built when asked for, so that importing this package needs no Ray
-        from .ray_serve import build_app
+        from dgiqa_cli.serving.ray_serve import build_app
 
         return build_app(scorer_options_from_env(), ServeSettings.from_env())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,10 @@
-"""The FastAPI app: ``create_app(scorer, settings)`` serves one loaded :class:`~dgiqa_cli.scorer.Scorer`.
+"""The FastAPI app: ``create_app(scorer, settings)`` serves one loaded :class:`~dgiqa_cli.inference.scorer.Scorer`.
 
 Routes: ``POST /v1/score`` (a raw picture, or multipart ``file`` parts),
 ``POST /v1/explain`` (the explain panel as PNG, or its JSON report),
 ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``,
 ``GET /docs`` and the page at ``GET /``. A result object is the batch row
-(:func:`dgiqa_cli.export.row_of`) with ``path`` called ``name``: uploaded names
+(:func:`dgiqa_cli.io.rows.row_of`) with ``path`` called ``name``: uploaded names
 are text, never paths, and no URL is ever fetched for a client. Every error
 answers ``{"error": "<one line>"}``.
 """
@@ -28,15 +28,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..export import row_of
-from ..images import ImageError, decode_image
-from ..scorer import Scorer, ScoreResult
-from ..sources import Item
-from ..version import __version__
-from .batching import Batcher, QueueFull
-from .limits import key_matches
-from .monitoring import ServerMetrics
-from .settings import ServeSettings
+from dgiqa_cli.inference.scorer import Scorer, ScoreResult
+from dgiqa_cli.io.images import ImageError, decode_image
+from dgiqa_cli.io.rows import row_of
+from dgiqa_cli.io.sources import Item
+from dgiqa_cli.serving.batching import Batcher, QueueFull
+from dgiqa_cli.serving.limits import key_matches
+from dgiqa_cli.serving.monitoring import ServerMetrics
+from dgiqa_cli.serving.settings import ServeSettings
+from dgiqa_cli.version import __version__
 
 log = logging.getLogger("dgiqa")
 
@@ -129,7 +129,8 @@ def create_app(scorer: Scorer, settings: ServeSettings | None = None, batcher: B
     async def explain(request: Request, name: str = "upload", quality: bool = True, stride: int = 32):
         """Depth, attention and quality maps of one picture (the body, as for ``/v1/score``): the panel as PNG,
         or the JSON report with ``Accept: application/json``. ``quality=false`` skips the slow quality map."""
-        from .. import explain as explaining
+        from dgiqa_cli.explain.explanation import explain_prepared
+        from dgiqa_cli.explain.panel import panel
 
         if _content_type(request).startswith("multipart/form-data"):
             name, data = (await _file_parts(request))[0]
@@ -138,11 +139,11 @@ def create_app(scorer: Scorer, settings: ServeSettings | None = None, batcher: B
 
         def work():
             image = decode_image(data, name, scorer.max_pixels)
-            explanation = explaining.explain_prepared(scorer, scorer.prepare(image), quality=quality, stride=stride)
+            explanation = explain_prepared(scorer, scorer.prepare(image), quality=quality, stride=stride)
             if "application/json" in request.headers.get("accept", ""):
                 return explanation.report()
             png = io.BytesIO()
-            explaining.panel(explanation).save(png, format="PNG")
+            panel(explanation).save(png, format="PNG")
             return png.getvalue()
 
         try:

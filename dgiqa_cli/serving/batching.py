@@ -1,11 +1,11 @@
 """Dynamic batching: requests wait in a bounded queue and are scored together.
 
 A request's picture is decoded and prepared in worker threads (never on the
-event loop) by the batch engine's own :meth:`~dgiqa_cli.engine.BatchRunner.prepare`,
+event loop) by the batch engine's own :meth:`~dgiqa_cli.inference.engine.BatchRunner.prepare`,
 so a bad upload gets the very reason a batch row would. Prepared pictures go
 to one scoring thread, which takes the first one, waits up to ``max_wait_ms``
 for more, up to ``max_batch``, and scores them in one
-:meth:`~dgiqa_cli.scorer.Scorer.score_batch` (through the engine's
+:meth:`~dgiqa_cli.inference.scorer.Scorer.score_batch` (through the engine's
 out-of-memory backoff). Each request's future is settled on the event loop.
 
 At most ``max_queue`` pictures are admitted and unanswered at once; one more
@@ -25,11 +25,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .. import interrupts
-from ..engine import BatchRunner, default_batch_size, default_workers
-from ..scorer import PreparedImage, Scorer, ScoreResult
-from ..sources import Item
-from .settings import ServeSettings
+from dgiqa_cli.inference.engine import BatchRunner, default_batch_size, default_workers
+from dgiqa_cli.inference.scorer import PreparedImage, Scorer, ScoreResult
+from dgiqa_cli.io import interrupts
+from dgiqa_cli.io.sources import Item
+from dgiqa_cli.serving.settings import ServeSettings
 
 log = logging.getLogger("dgiqa")
 

@@ -1,6 +1,6 @@
 """The same FastAPI app on Ray Serve, for more than one machine: replicas, GPUs, ``@serve.batch``.
 
-Each replica loads its own :class:`~dgiqa_cli.scorer.Scorer` and serves
+Each replica loads its own :class:`~dgiqa_cli.inference.scorer.Scorer` and serves
 :func:`~dgiqa_cli.serving.api.create_app` as its ingress; pictures are decoded
 and prepared in the replica's worker threads as on one machine, and batched by
 Ray Serve's ``@serve.batch`` instead of the scoring thread. Ray Serve's proxy
@@ -13,11 +13,11 @@ import asyncio
 
 from ray import serve
 
-from ..native_stderr import keep_native_stderr
-from ..scorer import PreparedImage, Scorer, ScoreResult
-from .api import create_app
-from .batching import Batcher
-from .settings import ServeSettings
+from dgiqa_cli.inference.scorer import PreparedImage, Scorer, ScoreResult
+from dgiqa_cli.io.native_stderr import keep_native_stderr
+from dgiqa_cli.serving.api import create_app
+from dgiqa_cli.serving.batching import Batcher
+from dgiqa_cli.serving.settings import ServeSettings
 
 
 class RayBatcher(Batcher):

@@ -8,6 +8,6 @@ resume with RNG states) and :mod:`.report` (the weights folder, epoch log, curve
 
 from __future__ import annotations
 
-from .loop import Events, FinetuneError, FinetuneResult, FinetuneSettings, finetune
+from dgiqa_cli.training.loop import Events, FinetuneError, FinetuneResult, FinetuneSettings, finetune
 
 __all__ = ["Events", "FinetuneError", "FinetuneResult", "FinetuneSettings", "finetune"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import interrupts
-from ..atomic import atomic_write
-from ..errors import UsageError
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.io import interrupts
+from dgiqa_cli.io.atomic import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "dgiqa-finetune-checkpoint-1"

@@ -1,6 +1,6 @@
 """Training samples: pictures, their frames, the cached depth pictures, random crops and flips.
 
-Training preprocessing is scoring's (:mod:`dgiqa_cli.preprocess`): the RGB frame is the picture resized to
+Training preprocessing is scoring's (:mod:`dgiqa_cli.inference.preprocess`): the RGB frame is the picture resized to
 384 on the short side (Life-IQA: its fixed 512 x 384), and DGIQA's depth picture is the authors' one (the
 whole picture's depth map, min-max scaled to uint8, resized like the frame), so a crop cut at (x, y) in
 training is the crop scoring would cut there. Only where the crops fall differs: random in training, the
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import preprocess as pp
-from ..atomic import atomic_write
-from ..images import ImageError, decode_image, read_file_bytes, read_image
+from dgiqa_cli.inference import preprocess as pp
+from dgiqa_cli.io.atomic import atomic_write
+from dgiqa_cli.io.images import ImageError, decode_image, read_file_bytes, read_image
 
 CACHE_FORMAT = "v1"  # bump when the stored depth picture changes (size, arithmetic)
 

@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import preprocess as pp
-from ..errors import UsageError
-from ..metrics import correlations
-from ..models.spec import spec_for
-from ..runtime import autocast, pick_device
-from . import data, report
-from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
-from .losses import make_loss
-from .network import Initial, freeze, load_initial, set_train_mode
-from .splits import Split, load_split, make_split
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.evaluation.metrics import correlations
+from dgiqa_cli.inference import preprocess as pp
+from dgiqa_cli.inference.runtime import autocast, pick_device
+from dgiqa_cli.models.spec import spec_for
+from dgiqa_cli.training import data, report
+from dgiqa_cli.training.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
+from dgiqa_cli.training.losses import make_loss
+from dgiqa_cli.training.network import Initial, freeze, load_initial, set_train_mode
+from dgiqa_cli.training.splits import Split, load_split, make_split
 
 log = logging.getLogger("dgiqa")
 
@@ -393,8 +393,8 @@ class Run:
         if "test" not in {image.split for image in self.labelled.images}:
             self.events.message("the labels have no test split: no test metrics (validation only)")
             return None
-        from ..evaluation import evaluate_scorer
-        from ..scorer import Scorer
+        from dgiqa_cli.evaluation.protocol import evaluate_scorer
+        from dgiqa_cli.inference.scorer import Scorer
 
         scorer = Scorer(
             str(self.out),
@@ -443,7 +443,7 @@ class Run:
 
 
 def default_cache_dir() -> Path:
-    from ..weights.release import cache_root
+    from dgiqa_cli.weights.release import cache_root
 
     return cache_root() / "depth-maps"
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import UsageError
-from ..inference.model import load_depth_stage, load_scoring_weights
-from ..models import build_model, spec_for
-from ..weights import LoadedNetwork, WeightsError
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.inference.model import load_depth_stage, load_scoring_weights
+from dgiqa_cli.models import build_model, spec_for
+from dgiqa_cli.weights import LoadedNetwork, WeightsError
 
 IMAGENET = "imagenet"
 

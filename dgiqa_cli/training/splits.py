@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from dgiqa_cli.errors import UsageError
 
 SPLIT_FILE = "split.csv"
 SPLITS = ("train", "validation", "test")

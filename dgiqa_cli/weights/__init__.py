@@ -24,9 +24,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..models.spec import SPECS
-from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
-from .registry import AUTHORS_DEPTH_MODEL, RegistryEntry
+from dgiqa_cli.errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
+from dgiqa_cli.models.spec import SPECS
+from dgiqa_cli.weights.registry import AUTHORS_DEPTH_MODEL, RegistryEntry
 
 __all__ = [
     "AUTHORS_DEPTH_MODEL",
@@ -56,7 +56,7 @@ class LoadedNetwork:
     @cached_property
     def sha256(self) -> str:
         """The weights file's sha256 (the verified one when the card knew it), for rows and caches."""
-        from .files import sha256_of
+        from dgiqa_cli.weights.files import sha256_of
 
         return self.card.sha256 or sha256_of(self.path)
 
@@ -71,10 +71,10 @@ def load_network(
     download. Raises :class:`WeightsError` (:class:`UnknownWeightsError` when the
     spec names nothing) with a message that says what to do.
     """
-    from ..models import detect_architecture
-    from .files import load_checked, read_state_dict
-    from .hubformat import kind_of_arch
-    from .resolve import resolve_weights
+    from dgiqa_cli.models import detect_architecture
+    from dgiqa_cli.weights.files import load_checked, read_state_dict
+    from dgiqa_cli.weights.hubformat import kind_of_arch
+    from dgiqa_cli.weights.resolve import resolve_weights
 
     resolved = resolve_weights(spec, kind, local_only=local_only)
     card, state_dict = resolved.entry, None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .hubformat import DEFAULT_HUB_FILE, kind_of_arch
-from .registry import AUTHORS_DEPTH_MODEL
+from dgiqa_cli.weights.hubformat import DEFAULT_HUB_FILE, kind_of_arch
+from dgiqa_cli.weights.registry import AUTHORS_DEPTH_MODEL
 
 # Hub licence identifiers a model card may use as they are; anything else becomes `license: other`.
 HUB_LICENSES = {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .errors import WeightsError
-from .files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
-from .importing import detect_arch, dtype_names, infer_model_config, known_release, parameter_count
-from .registry import RegistryEntry
-from .resolve import resolve_any
+from dgiqa_cli.errors import WeightsError
+from dgiqa_cli.weights.files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
+from dgiqa_cli.weights.importing import detect_arch, dtype_names, infer_model_config, known_release, parameter_count
+from dgiqa_cli.weights.registry import RegistryEntry
+from dgiqa_cli.weights.resolve import resolve_any
 
 
 def describe(spec: str) -> dict:
@@ -17,7 +17,7 @@ def describe(spec: str) -> dict:
     sha = sha256_of(path)
     release = None
     if entry is not None and entry.origin == "packaged":
-        from .release import release_info
+        from dgiqa_cli.weights.release import release_info
 
         release = release_info(entry, check=False)  # the file's hash is compared below
         if release is not None and release["path"] == str(path) and not resolved.sha256:

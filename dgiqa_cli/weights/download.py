@@ -20,10 +20,18 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import MissingHubFileError, UnknownWeightsError, WeightsError
-from .hubformat import DEFAULT_HUB_FILE
-from .registry import RegistryEntry, Source
-from .release import by_hand, cached_record, cached_release, fetch_release, offline, release_path, verify_cached
+from dgiqa_cli.errors import MissingHubFileError, UnknownWeightsError, WeightsError
+from dgiqa_cli.weights.hubformat import DEFAULT_HUB_FILE
+from dgiqa_cli.weights.registry import RegistryEntry, Source
+from dgiqa_cli.weights.release import (
+    by_hand,
+    cached_record,
+    cached_release,
+    fetch_release,
+    offline,
+    release_path,
+    verify_cached,
+)
 
 _TRUTHY = {"1", "true", "yes", "on"}
 _LIBRARY_OFFLINE = (
@@ -141,7 +149,7 @@ def download(
         raise WeightsError(f"{where}: cannot download again while offline mode is on (HF_HUB_OFFLINE)")
     online = not (_hub_files_only() or local_only)
     if tqdm_class is None:
-        from . import progress
+        from dgiqa_cli.weights import progress
 
         tqdm_class = progress.bar_class()
     try:

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import build_model, checkpoint_filter
-from .errors import WeightsError
-from .registry import RegistryEntry
+from dgiqa_cli.errors import WeightsError
+from dgiqa_cli.models import build_model, checkpoint_filter
+from dgiqa_cli.weights.registry import RegistryEntry
 
 
 @dataclass(frozen=True)

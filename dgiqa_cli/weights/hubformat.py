@@ -14,9 +14,9 @@ import os
 import re
 from pathlib import Path
 
-from ..models import ARCHITECTURES, DEPTH_ENCODERS
-from .errors import WeightsError
-from .registry import RegistryEntry
+from dgiqa_cli.errors import WeightsError
+from dgiqa_cli.models import ARCHITECTURES, DEPTH_ENCODERS
+from dgiqa_cli.weights.registry import RegistryEntry
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 DEFAULT_HUB_FILE = "model.safetensors"

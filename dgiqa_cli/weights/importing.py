@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from ..models import ARCHITECTURES, DEPTH_ENCODERS, SPECS, checkpoint_filter, detect_architecture
-from ..version import __version__
-from .errors import UnknownWeightsError, WeightsError
-from .files import ResolvedWeights, load_checked, read_state_dict, sha256_of
-from .hubformat import (
+from dgiqa_cli.errors import UnknownWeightsError, WeightsError
+from dgiqa_cli.models import ARCHITECTURES, DEPTH_ENCODERS, SPECS, checkpoint_filter, detect_architecture
+from dgiqa_cli.version import __version__
+from dgiqa_cli.weights.files import ResolvedWeights, load_checked, read_state_dict, sha256_of
+from dgiqa_cli.weights.hubformat import (
     CONFIG_FILE,
     CONFIG_FORMAT,
     CONFIG_FORMAT_VERSION,
@@ -32,7 +32,7 @@ from .hubformat import (
     entry_from_config,
     kind_of_arch,
 )
-from .registry import (
+from dgiqa_cli.weights.registry import (
     AUTHORS_DEPTH_MODEL,
     NAME_PATTERN,
     RegistryEntry,
@@ -109,7 +109,7 @@ def storable_state_dict(arch: str, state_dict: dict[str, torch.Tensor]) -> tuple
     if stale:
         steps.append(f"dropped {stale} buffers that the model recomputes (stale timm Swin buffers)")
     if arch == "life-iqa":
-        from ..models.life_iqa import twin_key
+        from dgiqa_cli.models.life_iqa import twin_key
 
         kept = {}
         twins = 0

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .card import model_card
-from .download import _transport_errors, hub_endpoint, hub_offline
-from .errors import UnknownWeightsError, WeightsError
-from .files import sha256_of
-from .hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, kind_of_arch, read_config
-from .registry import RegistryEntry, RegistryError, find_entry, save_local_entry
+from dgiqa_cli.errors import UnknownWeightsError, WeightsError
+from dgiqa_cli.weights.card import model_card
+from dgiqa_cli.weights.download import _transport_errors, hub_endpoint, hub_offline
+from dgiqa_cli.weights.files import sha256_of
+from dgiqa_cli.weights.hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, kind_of_arch, read_config
+from dgiqa_cli.weights.registry import RegistryEntry, RegistryError, find_entry, save_local_entry
 
 REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -23,8 +23,8 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-from ..atomic import atomic_write
-from ..errors import DGIQAError
+from dgiqa_cli.errors import DGIQAError
+from dgiqa_cli.io.atomic import atomic_write
 
 KINDS = ("model", "depth")
 AUTHORS_DEPTH_MODEL = "vitl"  # the depth encoder the DGIQA authors trained and score with

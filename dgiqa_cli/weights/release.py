@@ -8,7 +8,7 @@ per-user cache folder ``platformdirs`` gives, ``~/.cache/dgiqa`` on Linux)::
     weights/.locks/          one lock file per weights file (two processes never fetch the same file)
 
 A download goes to a temporary file in the same folder and is renamed into place
-(:mod:`dgiqa_cli.atomic`) only once complete and checked; a failed one leaves nothing. A
+(:mod:`dgiqa_cli.io.atomic`) only once complete and checked; a failed one leaves nothing. A
 source that serves an archive (a Dropbox folder link with ``dl=1`` gives a zip of
 the folder) is saved, the one member is streamed out of it, and the archive is
 deleted. Neither a transfer nor a member may exceed :data:`MAX_FILE_BYTES` (a
@@ -35,9 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
-from ..atomic import PendingFile, atomic_write
-from .errors import WeightsError
-from .registry import RegistryEntry, Source
+from dgiqa_cli.errors import WeightsError
+from dgiqa_cli.io.atomic import PendingFile, atomic_write
+from dgiqa_cli.weights.registry import RegistryEntry, Source
 
 ENV_CACHE = "DGIQA_CACHE"
 ENV_MIRROR = "DGIQA_MIRROR"
@@ -325,7 +325,7 @@ def _transfer(entry: RegistryEntry, source: Source, url: str, target: Path) -> N
     import pooch
     import requests
 
-    from . import progress
+    from dgiqa_cli.weights import progress
 
     timeout = download_timeout()
     host = urlsplit(url).netloc or url
@@ -456,7 +456,7 @@ class _CappedFile:
 
 
 def _sha256_file(path: Path) -> str:
-    from .files import sha256_of
+    from dgiqa_cli.weights.files import sha256_of
 
     return sha256_of(path)
 

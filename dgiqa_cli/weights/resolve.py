@@ -13,12 +13,12 @@ import os
 import re
 from pathlib import Path
 
-from ..names import special_kind
-from .download import HubLocation, download, fetch_entry, parse_hf_uri
-from .errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
-from .files import ResolvedWeights
-from .hubformat import CONFIG_FILE, WEIGHT_SUFFIXES, entry_from_config, read_config
-from .registry import RegistryEntry, RegistryError, local_entries, packaged_entries
+from dgiqa_cli.errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
+from dgiqa_cli.io.names import special_kind
+from dgiqa_cli.weights.download import HubLocation, download, fetch_entry, parse_hf_uri
+from dgiqa_cli.weights.files import ResolvedWeights
+from dgiqa_cli.weights.hubformat import CONFIG_FILE, WEIGHT_SUFFIXES, entry_from_config, read_config
+from dgiqa_cli.weights.registry import RegistryEntry, RegistryError, local_entries, packaged_entries
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

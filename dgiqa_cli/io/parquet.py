@@ -1,7 +1,7 @@
-"""Result rows as Parquet: the CSV's columns (:data:`dgiqa_cli.export.FIELDS`), typed, written atomically.
+"""Result rows as Parquet: the CSV's columns (:data:`dgiqa_cli.io.rows.FIELDS`), typed, written atomically.
 
 A Parquet file cannot be appended to, and is unreadable until its footer is written. So rows go, a row group
-at a time, to a hidden ``.NAME.partial-*`` beside the output (:class:`dgiqa_cli.atomic.PendingFile`), which is
+at a time, to a hidden ``.NAME.partial-*`` beside the output (:class:`dgiqa_cli.io.atomic.PendingFile`), which is
 renamed over it when the run closes (normally, or on Ctrl-C / SIGTERM): the output is always either the previous
 complete file or the new one. ``--resume`` copies the rows of the existing file into the new one first. A run
 killed outright (SIGKILL, power loss) leaves the previous file as it was, and its ``.partial-*`` is discarded by
@@ -19,9 +19,9 @@ import glob
 import os
 from pathlib import Path
 
-from . import interrupts
-from .atomic import PendingFile
-from .export import _FLOATS, _NUMERIC, FIELDS, OutputError, _cells, _decode_paths, row_of
+from dgiqa_cli.io import interrupts
+from dgiqa_cli.io.atomic import PendingFile
+from dgiqa_cli.io.rows import _FLOATS, _NUMERIC, FIELDS, OutputError, _cells, _decode_paths, row_of
 
 ROW_GROUP_ROWS = 1024  # rows buffered before a row group is written: a killed run loses at most the file's rows
 SUFFIX = ".parquet"
@@ -44,7 +44,7 @@ def schema():
 
 
 def table_of(rows: list[dict]):
-    """Rows (as :func:`dgiqa_cli.export.row_of` gives them) as an Arrow table: paths escaped, text valid UTF-8."""
+    """Rows (as :func:`dgiqa_cli.io.rows.row_of` gives them) as an Arrow table: paths escaped, text valid UTF-8."""
     pa = require_pyarrow()
     cells = [_cells(row) for row in rows]
     return pa.Table.from_pylist(cells, schema=schema())
@@ -57,7 +57,7 @@ def partial_prefix(path: Path) -> str:
 
 
 class ParquetWriter:
-    """A Parquet output for a whole run, with the interface of :class:`dgiqa_cli.export.RowWriter`."""
+    """A Parquet output for a whole run, with the interface of :class:`dgiqa_cli.io.rows.RowWriter`."""
 
     def __init__(self, path: str | os.PathLike, append: bool = False, settings: dict | None = None):
         import pyarrow.parquet as pq

@@ -30,8 +30,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import UsageError
-from .names import printable
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.io.names import printable
 
 #: The usual SPAQ protocol scores its photos resized to 512 pixels on the short side (the SPAQ paper's).
 SPAQ_SHORT_SIDE = 512

@@ -3,7 +3,7 @@
 A run's inputs are a list of :class:`Unit` s, each read as a stream of :class:`Item` s (a name for the row and
 the picture's bytes, or where to read them, or why there are none):
 
-* ``files``: image files (a folder walked as :mod:`dgiqa_cli.discover` walks it, or files named directly);
+* ``files``: image files (a folder walked as :mod:`dgiqa_cli.io.discover` walks it, or files named directly);
   an item per file, named by its path and read by the worker that prepares it;
 * ``tar``: a WebDataset shard (``shards/000001.tar``): one item per image member (by its suffix; the
   ``.json``/``.txt``/``.cls`` members of a sample are skipped), named ``SHARD/MEMBER``, e.g.
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .images import MAX_FILE_BYTES, is_image_path
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.io.images import MAX_FILE_BYTES, is_image_path
 
 TAR_SUFFIXES = (".tar",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -147,7 +147,7 @@ def collect_units(
 ) -> list[Unit]:
     """The units of a run, in order: loose image files grouped ``files_per_unit`` at a time (folders walked as
     ``dgiqa batch`` always walked them), each shard and Parquet file a unit of its own."""
-    from .discover import collect_inputs
+    from dgiqa_cli.io.discover import collect_inputs
 
     files: list[str] = []
     units: list[Unit] = []

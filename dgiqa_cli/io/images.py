@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .defaults import MAX_PIXELS  # 200 megapixels: refused above, rather than run out of memory
-from .errors import DGIQAError
-from .names import display_path, one_line, path_text, special_kind
+from dgiqa_cli.errors import DGIQAError
+from dgiqa_cli.inference.defaults import MAX_PIXELS  # 200 megapixels: refused above, rather than run out of memory
+from dgiqa_cli.io.names import display_path, one_line, path_text, special_kind
 
 # No image file we can score is this large (200 megapixels of uncompressed
 # 16-bit RGB is 1.2 GB); reading more would only risk the machine's memory.
@@ -88,7 +88,7 @@ MAGIC = (
 # errors say the same once per file, so its log is switched off. (libpng and
 # libjpeg print to file descriptor 2 past this level; the library leaves fd 2
 # alone, so that a caller's own output is never lost, and the ``dgiqa`` program
-# silences it for its whole process: :mod:`dgiqa_cli.native_stderr`.)
+# silences it for its whole process: :mod:`dgiqa_cli.io.native_stderr`.)
 if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 

@@ -13,9 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import UsageError
-from ..export import SETTINGS_FIELDS, _decode_paths, _parse
-from ..names import printable
+from dgiqa_cli.errors import UsageError
+from dgiqa_cli.io.names import printable
+from dgiqa_cli.io.rows import SETTINGS_FIELDS, _decode_paths, _parse
 
 
 class ReportError(UsageError):
@@ -129,7 +129,7 @@ def _check_columns(path: Path, columns: list[str]) -> None:
 
 
 def check_one_run(rows: list[dict], allow_mixed: bool = False) -> dict:
-    """The run's settings (:data:`~dgiqa_cli.export.SETTINGS_FIELDS`, blank ones included); rows that disagree
+    """The run's settings (:data:`~dgiqa_cli.io.rows.SETTINGS_FIELDS`, blank ones included); rows that disagree
     raise :class:`MixedRunsError` naming each differing setting and its values, unless ``allow_mixed`` (then a
     mixed setting reads ``"a, b"``)."""
     seen: dict[str, list[str]] = {key: [] for key in SETTINGS_FIELDS}

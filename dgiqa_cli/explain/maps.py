@@ -1,6 +1,6 @@
 """Placing per-window numbers on the model's frame: window grids, attention received, boxes.
 
-Pure array arithmetic for :mod:`dgiqa_cli.explain`; no model, no drawing.
+Pure array arithmetic for :mod:`dgiqa_cli.explain.explanation`; no model, no drawing.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from . import preprocess as pp
+from dgiqa_cli.inference import preprocess as pp
 
 GRID = 7  # the attention grid per 224 crop (DGIQA's tokens, Life-IQA's stage-3 cells): 32 pixels a cell
 WINDOW = pp.CROP  # 224

@@ -18,7 +18,7 @@ def scatter_plot(report, path: str | os.PathLike, score_name: str = "score") -> 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .metrics import logistic
+    from dgiqa_cli.evaluation.metrics import logistic
 
     kept = [o for o in report.outcomes if o.status == "scored"]
     x = np.array([o.score for o in kept], dtype=np.float64)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.depth_anything import PATCH_SIZE, POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
+from dgiqa_cli.models.depth_anything import PATCH_SIZE, POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
 
 CROP = 224
 DEPTH_SIDE = 518

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .images import DecodedImage, ImageError, decode_image, read_image
-from .scorer import PreparedImage, Scorer, ScoreResult
-from .sources import Item, read_url
+from dgiqa_cli.inference.scorer import PreparedImage, Scorer, ScoreResult
+from dgiqa_cli.io.images import DecodedImage, ImageError, decode_image, read_image
+from dgiqa_cli.io.sources import Item, read_url
 
 log = logging.getLogger("dgiqa")
 
@@ -61,7 +61,7 @@ class RunStats:
 class BatchRunner:
     """Scores a stream of inputs with a loaded :class:`Scorer`, calling ``on_result`` for each, in order.
 
-    An input is a path, or an :class:`~dgiqa_cli.sources.Item` (a tar member's or a Parquet cell's bytes, a
+    An input is a path, or an :class:`~dgiqa_cli.io.sources.Item` (a tar member's or a Parquet cell's bytes, a
     remote file's URL, or an error), decoded by the same hardened decoder a file goes through, so that a
     picture scores the same wherever it comes from.
     """

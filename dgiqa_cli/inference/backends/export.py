@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..version import __version__
-from .graphs import NetworkGraph, network_graph
-from .openvino_runtime import state_digest
+from dgiqa_cli.inference.backends.graphs import NetworkGraph, network_graph
+from dgiqa_cli.inference.backends.openvino_runtime import state_digest
+from dgiqa_cli.version import __version__
 
 ONNX_OPSET = 17  # LayerNormalization is native from 17; ONNX Runtime >= 1.13 and TensorRT 8.6 read it
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -72,7 +72,7 @@ def export_openvino(
     cache when these weights were converted before (``dgiqa score`` on the CPU leaves them there)."""
     import openvino
 
-    from .openvino_runtime import load_or_convert
+    from dgiqa_cli.inference.backends.openvino_runtime import load_or_convert
 
     path = Path(path)
     model, _ = load_or_convert(graph, weights_sha256 or state_digest(graph.module), cache_dir)

@@ -1,8 +1,8 @@
 """Result rows as CSV and JSON Lines, written whole and flushed as each image finishes.
 
 Paths in rows
-    Written with :func:`dgiqa_cli.names.encode_path`: unchanged unless a name holds
-    undecodable bytes, and then escaped losslessly (see :mod:`dgiqa_cli.names`).
+    Written with :func:`dgiqa_cli.io.names.encode_path`: unchanged unless a name holds
+    undecodable bytes, and then escaped losslessly (see :mod:`dgiqa_cli.io.names`).
 
 Spreadsheets (``CsvWriter(csv_safe=True)``)
     A text cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR is run as
@@ -38,9 +38,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from . import interrupts
-from .errors import EXIT_BUSY, EXIT_OUTPUT, DGIQAError, UsageError
-from .names import decode_path, encode_path, printable
+from dgiqa_cli.errors import EXIT_BUSY, EXIT_OUTPUT, DGIQAError, UsageError
+from dgiqa_cli.io import interrupts
+from dgiqa_cli.io.names import decode_path, encode_path, printable
 
 STDOUT = "-"
 

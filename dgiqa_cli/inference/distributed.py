@@ -4,21 +4,21 @@
 load once, in ``__init__``) and calls it on batches of rows holding encoded image bytes and a key::
 
     import ray
-    from dgiqa_cli.distributed import DGIQAPredictor
+    from dgiqa_cli.inference.distributed import DGIQAPredictor
 
     ds = ray.data.read_parquet("s3://bucket/images/")  # columns: key, jpg (encoded bytes)
     scores = ds.map_batches(DGIQAPredictor, fn_constructor_kwargs={"image_column": "jpg"}, batch_size=32,
                             concurrency=4, num_gpus=1)
     scores.write_parquet("s3://bucket/scores/")
 
-It returns the CSV's columns (:data:`dgiqa_cli.export.FIELDS`; ``path`` is the key) plus the input's other
+It returns the CSV's columns (:data:`dgiqa_cli.io.rows.FIELDS`; ``path`` is the key) plus the input's other
 columns, one row per input row, in order; a picture that cannot be decoded gets a row with ``error`` set.
 Scores are the ones ``dgiqa score`` gives (same decoder, same preprocessing, same batch engine).
 
 ``dgiqa batch SOURCE... --ray`` (:func:`run`) reads every unit of the run (a shard, a Parquet file, a group of
-loose files: :mod:`dgiqa_cli.sources`) in Ray tasks, scores them through an actor pool of this class, and writes
+loose files: :mod:`dgiqa_cli.io.sources`) in Ray tasks, scores them through an actor pool of this class, and writes
 one Parquet file per unit into the output folder, renamed into place only once the unit's last row is in it
-(:class:`dgiqa_cli.parquet.UnitFile`). Each unit's reader ends its rows with a marker row carrying the count,
+(:class:`dgiqa_cli.io.parquet.UnitFile`). Each unit's reader ends its rows with a marker row carrying the count,
 so the driver knows when a unit is complete without reading it twice. Exactly once: a restarted run
 (``--resume``) skips units whose file exists; an actor that dies is restarted by Ray and its batch retried
 (Ray Data's defaults for actor pools), and the driver drops any row it has already written for a unit.
@@ -30,8 +30,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .export import FIELDS, SETTINGS_FIELDS, ResumeError, check_rows
-from .sources import Item, Unit, is_url
+from dgiqa_cli.io.rows import FIELDS, SETTINGS_FIELDS, ResumeError, check_rows
+from dgiqa_cli.io.sources import Item, Unit, is_url
 
 log = logging.getLogger("dgiqa")
 
@@ -39,13 +39,13 @@ ROWS_PER_READ_BATCH = 32  # rows a reader task emits at a time: a few MB of enco
 
 
 class DGIQAPredictor:
-    """A loaded :class:`~dgiqa_cli.scorer.Scorer` as a Ray Data callable class (see the module docstring).
+    """A loaded :class:`~dgiqa_cli.inference.scorer.Scorer` as a Ray Data callable class (see the module docstring).
 
     ``image_column``: encoded image bytes (binary; a Hugging Face ``{"bytes": ...}`` struct works too); where
     a batch has no such column, each row's key is read as a path or URL. ``key_column``: the row's name (the
     ``path`` column of the output); ``error_column``: rows where it is set are not decoded and keep that error.
     ``batch_size``: images per device batch (default: 32 on a GPU, 1 on the CPU). Other keyword arguments go to
-    :class:`~dgiqa_cli.scorer.Scorer` (``weights``, ``crops``, ``precision``, ``device``, ...).
+    :class:`~dgiqa_cli.inference.scorer.Scorer` (``weights``, ``crops``, ``precision``, ``device``, ...).
     """
 
     def __init__(
@@ -56,8 +56,8 @@ class DGIQAPredictor:
         batch_size: int | None = None,
         **scorer_options,
     ):
-        from .engine import BatchRunner, default_batch_size
-        from .scorer import Scorer
+        from dgiqa_cli.inference.engine import BatchRunner, default_batch_size
+        from dgiqa_cli.inference.scorer import Scorer
 
         cpus = _use_assigned_cpus()
         self.scorer = Scorer(**scorer_options)
@@ -79,16 +79,16 @@ class DGIQAPredictor:
         return table
 
     def score_table(self, batch: dict):
-        """The rows of :data:`~dgiqa_cli.export.FIELDS` for a batch, typed as the Parquet output has them."""
-        from .export import row_of
-        from .parquet import table_of
+        """The rows of :data:`~dgiqa_cli.io.rows.FIELDS` for a batch, typed as the Parquet output has them."""
+        from dgiqa_cli.io.parquet import table_of
+        from dgiqa_cli.io.rows import row_of
 
         results = []
         self.runner.run(self.items(batch), results.append)
         return table_of([row_of(result, self.settings) for result in results])
 
     def items(self, batch: dict) -> list[Item]:
-        from .sources import _cell_item
+        from dgiqa_cli.io.sources import _cell_item
 
         count = len(next(iter(batch.values()))) if batch else 0
         keys = batch.get(self.key_column)
@@ -137,7 +137,7 @@ class _UnitPredictor(DGIQAPredictor):
         import numpy as np
         import pyarrow as pa
 
-        from .parquet import table_of
+        from dgiqa_cli.io.parquet import table_of
 
         counts = np.asarray(batch["count"])
         images = counts < 0
@@ -196,8 +196,8 @@ def read_units(batch: dict, units: list[Unit]):
 
 
 def _read(item: Item) -> bytes:
-    from .images import ImageError, read_file_bytes
-    from .sources import read_url
+    from dgiqa_cli.io.images import ImageError, read_file_bytes
+    from dgiqa_cli.io.sources import read_url
 
     if item.url is not None:
         return read_url(item.url)
@@ -208,7 +208,7 @@ def _read(item: Item) -> bytes:
 
 
 def _os_reason(exc: OSError) -> str:
-    from .images import os_error_reason
+    from dgiqa_cli.io.images import os_error_reason
 
     return os_error_reason(exc) if exc.errno else str(exc)
 
@@ -260,7 +260,7 @@ def run(
 
     import pyarrow.parquet as pq
 
-    from .parquet import UnitFile, clean_partials, done_units
+    from dgiqa_cli.io.parquet import UnitFile, clean_partials, done_units
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -319,7 +319,7 @@ def _take(part, unit_id, folder, writers, written, expected, stats, reference, o
     the file is committed once every row is in."""
     import pyarrow.compute as pc
 
-    from .parquet import UnitFile
+    from dgiqa_cli.io.parquet import UnitFile
 
     markers = part.filter(pc.greater_equal(part.column("count"), 0))
     if markers.num_rows:

@@ -1,7 +1,7 @@
 """The defaults of the scoring settings, in one place that imports nothing (so ``dgiqa --help`` stays fast).
 
-The library (:class:`~dgiqa_cli.scorer.Scorer`) and the command line (:class:`~dgiqa_cli.cli.options.ScorerOptions`)
-both take their defaults from here, so the two cannot drift apart.
+The library (:class:`~dgiqa_cli.inference.scorer.Scorer`) and the command line
+(:class:`~dgiqa_cli.cli.options.ScorerOptions`) both take their defaults from here, so the two cannot drift apart.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .images import is_image_path
+from dgiqa_cli.io.images import is_image_path
 
 log = logging.getLogger("dgiqa")
 

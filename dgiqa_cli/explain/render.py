@@ -1,7 +1,7 @@
 """Drawing explanations: colour maps, overlays, colour bars and the side-by-side panel.
 
 Plain arrays and labels in, pictures out: this module knows nothing of models or of
-:mod:`dgiqa_cli.explain`, which computes what is drawn and calls it.
+:mod:`dgiqa_cli.explain.explanation`, which computes what is drawn and calls it.
 
 OpenCV colour maps and Pillow's default font only; no plotting library. Colour
 maps: depth = inferno (near = warm and bright, far = dark), attention =

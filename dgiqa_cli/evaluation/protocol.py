@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write
-from .labels import LabelledSet
-from .metrics import METRICS, evaluate
-from .names import decode_path
-from .version import __version__
+from dgiqa_cli.evaluation.labels import LabelledSet
+from dgiqa_cli.evaluation.metrics import METRICS, evaluate
+from dgiqa_cli.io.atomic import atomic_write
+from dgiqa_cli.io.names import decode_path
+from dgiqa_cli.version import __version__
 
 SCORED, FAILED, MISSING = "scored", "failed", "missing"
 
@@ -103,7 +103,7 @@ def shrinker(labelled: LabelledSet):
     """The per-picture resize a data set's usual protocol asks for (SPAQ), as a batch-engine transform."""
     if labelled.short_side is None:
         return None
-    from . import preprocess as pp
+    from dgiqa_cli.inference import preprocess as pp
 
     def shrink(image):
         return dataclasses.replace(image, rgb=pp.shrink_short_side(image.rgb, labelled.short_side))
@@ -130,8 +130,8 @@ def evaluate_scorer(
     ``resume`` the rows already there are kept and only the pictures they lack are scored, so an interrupted
     evaluation scores every picture once. ``on_result(result)`` is called for each newly scored picture.
     """
-    from .engine import BatchRunner, default_batch_size, default_workers
-    from .export import CsvWriter, check_resume, completed_paths, read_rows
+    from dgiqa_cli.inference.engine import BatchRunner, default_batch_size, default_workers
+    from dgiqa_cli.io.rows import CsvWriter, check_resume, completed_paths, read_rows
 
     part = labelled.select(split if split is not None else labelled.default_split())
     todo, missing = present_and_missing(part)
@@ -231,8 +231,8 @@ _ROW_SETTINGS = ("model", "weights_sha256", "depth_model", "crops", "crop_mode",
 
 def read_predictions(path: str | os.PathLike, path_column: str = "path", score_column: str = "score") -> list[dict]:
     """Rows of a ``dgiqa batch`` CSV/JSONL, or of any CSV with ``path`` and ``score`` columns (blank: failed)."""
-    from .export import read_rows
-    from .labels import LabelsError
+    from dgiqa_cli.evaluation.labels import LabelsError
+    from dgiqa_cli.io.rows import read_rows
 
     try:
         rows = read_rows(path)
@@ -342,7 +342,7 @@ def write_predictions(report: EvalReport, path: str | os.PathLike) -> None:
     moved into place."""
     import csv
 
-    from .names import encode_path
+    from dgiqa_cli.io.names import encode_path
 
     def cells(outcome: Outcome) -> list:
         values = dataclasses.asdict(outcome)

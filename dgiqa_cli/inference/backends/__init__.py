@@ -18,7 +18,7 @@ import os
 import torch
 from torch import nn
 
-from .openvino_runtime import (
+from dgiqa_cli.inference.backends.openvino_runtime import (
     BackendUnavailable,
     OpenVINONetwork,
     default_cache_dir,

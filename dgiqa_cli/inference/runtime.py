@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from .errors import UsageError
+from dgiqa_cli.errors import UsageError
 
 log = logging.getLogger("dgiqa")
 

@@ -17,9 +17,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from .defaults import DEFAULT_CROP_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
-from .images import MAX_PIXELS, DecodedImage, ImageError, decode_image, decoded_from_array, read_image
-from .inference.model import (
+from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
+from dgiqa_cli.inference.model import (
     DEFAULT_CROPS,
     DEFAULT_MAX_CROPS,
     DEFAULT_SEED,
@@ -28,6 +27,7 @@ from .inference.model import (
     create_model,
     to_uint8_rgb,
 )
+from dgiqa_cli.io.images import MAX_PIXELS, DecodedImage, ImageError, decode_image, decoded_from_array, read_image
 
 __all__ = ["DEFAULT_CROPS", "PreparedImage", "Picture", "ScoreResult", "Scorer", "list_models", "list_weights"]
 
@@ -188,7 +188,7 @@ class Scorer:
 
     def score(self, item: Picture, *, strict: bool = False) -> ScoreResult:
         """Score one picture. A bad input gives a result with ``error`` set, or with ``strict=True`` raises
-        :class:`~dgiqa_cli.images.ImageError` (and lets any other failure through)."""
+        :class:`~dgiqa_cli.io.images.ImageError` (and lets any other failure through)."""
         name = picture_name(item)
         if strict:
             return self.score_prepared(self.prepare(self.load(item)))
@@ -242,7 +242,7 @@ def crop_spread(crop_scores: np.ndarray) -> dict[str, float | None]:
 
 def list_weights(kind: str = "model") -> list[str]:
     """Registry names accepted as weights: scoring models (``kind="model"``) or depth models (``"depth"``)."""
-    from .weights.registry import depth_entries, model_entries
+    from dgiqa_cli.weights.registry import depth_entries, model_entries
 
     if kind not in ("model", "depth"):
         raise ValueError(f"kind is 'model' or 'depth', not {kind!r}")

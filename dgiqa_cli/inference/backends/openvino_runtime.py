@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..version import __version__
-from ..weights.files import sha256_of
-from .graphs import NetworkGraph, network_graph
+from dgiqa_cli.inference.backends.graphs import NetworkGraph, network_graph
+from dgiqa_cli.version import __version__
+from dgiqa_cli.weights.files import sha256_of
 
 log = logging.getLogger("dgiqa")
 

@@ -1,0 +1,1 @@
+"""Rated data sets, the IQA metrics, and the evaluation protocols that join scores to ratings."""
