@@ -16,8 +16,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# One intra-op thread per test process (set before torch starts its pool; subprocesses inherit it): the small
+# networks gain nothing from a second thread, and on a loaded 2-core machine (other suites, other users) two
+# spinning OpenMP threads per process made a small-network score 4-6 times slower than one thread did.
+# Export OMP_NUM_THREADS to choose otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from dgiqa_cli.standin import seeded_state
 
@@ -101,33 +107,89 @@ def weights_dir(tmp_path_factory, dgiqa_state, depth_state) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def weight_args(weights_dir) -> list[str]:
-    """Command-line options that select the stand-in weights."""
-    return [
-        "--weights",
-        str(weights_dir / "DGIQA_standin.pth"),
-        "--depth-model",
-        "vits",
-        "--depth-weights",
-        str(weights_dir / "depth_anything_vits14.pth"),
-        "--device",
-        "cpu",
-    ]
+def cli_weight_args(model: Path, depth: Path) -> list[str]:
+    """Command-line options that select DGIQA weights ``model`` with ViT-S depth weights ``depth`` on the CPU."""
+    return ["--weights", str(model), "--depth-model", "vits", "--depth-weights", str(depth), "--device", "cpu"]
+
+
+def write_hub_folder(folder: Path, arch: str, state: dict, model_config: dict, **config) -> Path:
+    """Weights in the Hub format (``config.json`` + ``model.safetensors``): the way a non-default model
+    configuration reaches ``build_model`` through the normal loading path."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    config = {"format": "dgiqa-weights", "architecture": arch, "model_config": model_config, **config}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 @pytest.fixture(scope="session")
-def scorer(weights_dir):
-    """A CPU Scorer on the stand-in weights, one crop per image (fast), shared by the tests."""
+def small_weights(tmp_path_factory, golden) -> dict[str, Path]:
+    """DGIQA and ViT-S depth stand-ins in miniature (``standin.SMALL_CONFIGS``: the same code paths at a
+    hundredth of the cost), as Hub-format folders, for tests of plumbing rather than numbers."""
+    from dgiqa_cli.standin import SMALL_CONFIGS, small_state
+
+    folder = tmp_path_factory.mktemp("small-weights")
+    seeds = golden["pipeline"]["dgiqa_weights_seed"], golden["pipeline"]["depth_weights_seed"]
+    return {
+        "model": write_hub_folder(
+            folder / "dgiqa-small", "dgiqa", small_state("dgiqa", seeds[0]), SMALL_CONFIGS["dgiqa"], depth_model="vits"
+        ),
+        "depth": write_hub_folder(
+            folder / "depth-small",
+            "depth-anything-vits",
+            small_state("depth-anything-vits", seeds[1]),
+            SMALL_CONFIGS["depth-anything-vits"],
+        ),
+    }
+
+
+def full_size(request) -> bool:
+    """Whether the requesting module is marked ``full_size`` (it checks numbers of the real architectures)."""
+    return request.node.get_closest_marker("full_size") is not None
+
+
+@pytest.fixture(scope="module")
+def standin_weights(request, weights_dir, small_weights) -> dict[str, Path]:
+    """The stand-in weights a test module scores with: ``{"model": ..., "depth": ...}``, small unless the
+    module is marked ``full_size``."""
+    if full_size(request):
+        return {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
+    return small_weights
+
+
+@pytest.fixture(scope="module")
+def weight_args(standin_weights) -> list[str]:
+    """Command-line options that select the module's stand-in weights."""
+    return cli_weight_args(standin_weights["model"], standin_weights["depth"])
+
+
+def one_crop_scorer(weights: dict[str, Path]):
     from dgiqa_cli import Scorer
 
-    return Scorer(
-        weights_dir / "DGIQA_standin.pth",
-        depth_model="vits",
-        depth_weights=weights_dir / "depth_anything_vits14.pth",
-        crops=1,
-        device="cpu",
+    return Scorer(weights["model"], depth_model="vits", depth_weights=weights["depth"], crops=1, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def full_size_scorer(weights_dir):
+    """A CPU Scorer on the real-size stand-in weights, one crop per image."""
+    return one_crop_scorer(
+        {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
     )
+
+
+@pytest.fixture(scope="session")
+def small_scorer(small_weights):
+    """A CPU Scorer on the small stand-in weights, one crop per image."""
+    return one_crop_scorer(small_weights)
+
+
+@pytest.fixture(scope="module")
+def scorer(request):
+    """A CPU Scorer on the module's stand-in weights (small unless marked ``full_size``), one crop per image,
+    shared by the tests: it scores what ``weight_args`` selects on the command line."""
+    return request.getfixturevalue("full_size_scorer" if full_size(request) else "small_scorer")
 
 
 @pytest.fixture
