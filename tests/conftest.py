@@ -258,3 +258,15 @@ def life_iqa_file(tmp_path_factory, golden) -> Path:
     path = tmp_path_factory.mktemp("life") / "life_iqa_koniq_standin.pth"
     torch.save(state, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_life_iqa(tmp_path_factory, golden) -> Path:
+    """Life-IQA in miniature (``standin.SMALL_CONFIGS``) as a Hub-format folder, backbone twins equal as in
+    ``life_iqa_file``; stored once per twin pair (safetensors refuses shared tensors), as ``weights import`` does."""
+    from dgiqa_cli.standin import SMALL_CONFIGS, small_state
+
+    state = small_state("life-iqa", golden["life_iqa_forward"]["weights_seed"])
+    state = {key: value for key, value in state.items() if not key.startswith("backbone_stages.")}
+    folder = tmp_path_factory.mktemp("small-life") / "life-iqa-small"
+    return write_hub_folder(folder, "life-iqa", state, SMALL_CONFIGS["life-iqa"])

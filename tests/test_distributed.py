@@ -96,7 +96,9 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_
     units = collect_units(
         [str(make_shard(tmp_path / "a.tar", pictures)), str(make_shard(tmp_path / "b.tar", pictures))]
     )
-    stats = distributed.run(units, tmp_path / "out", scorer_options(standin_weights), batch_size=1, predictor=CrashingOnce)
+    stats = distributed.run(
+        units, tmp_path / "out", scorer_options(standin_weights), batch_size=1, predictor=CrashingOnce
+    )
     assert marker.exists()
     assert (stats.scored, stats.failed, stats.incomplete) == (2, 0, [])
     rows = read_rows(tmp_path / "out")
