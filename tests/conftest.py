@@ -52,8 +52,9 @@ def networks_built_once():
     """Every in-process scorer (``Scorer``, ``dgiqa score/batch/eval/explain`` through CliRunner) takes its
     networks from a small cache keyed by the weights file's identity, so the suite builds each stand-in
     network once instead of once per command. The cache holds the real networks ``load_network`` returned
-    (scoring never changes them); a file that changes (size, mtime, inode) is loaded afresh, and names that
-    resolve through a registry or a download always go the real way. Training builds its own (it changes them).
+    (scoring never changes them); a file, or a file in a Hub-format folder, that changes (size, mtime, inode)
+    is loaded afresh, and names that resolve through a registry or a download always go the real way.
+    Training builds its own (it changes them).
     """
     from collections import OrderedDict
 
@@ -64,10 +65,11 @@ def networks_built_once():
 
     def load_network(spec, kind="model", *, arch=None, local_only=False):
         path = Path(os.fspath(spec))
-        if not path.is_file():
+        if not (path.is_file() or path.is_dir()):
             return real(spec, kind, arch=arch, local_only=local_only)
-        info = path.stat()
-        key = (os.fspath(spec), kind, arch, local_only, info.st_ino, info.st_size, info.st_mtime_ns)
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())  # a Hub folder
+        identity = tuple((p.name, p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+        key = (os.fspath(spec), kind, arch, local_only, identity)
         if key not in cache:
             cache[key] = real(spec, kind, arch=arch, local_only=local_only)
             while len(cache) > 4:  # a DGIQA network is 0.5 GB: keep the few the suite shares
