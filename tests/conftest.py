@@ -272,3 +272,13 @@ def small_life_iqa(tmp_path_factory, golden) -> Path:
     state = {key: value for key, value in state.items() if not key.startswith("backbone_stages.")}
     folder = tmp_path_factory.mktemp("small-life") / "life-iqa-small"
     return write_hub_folder(folder, "life-iqa", state, SMALL_CONFIGS["life-iqa"])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance (2 CPUs, no dashboard) for the session: Ray Data and Ray Serve tests share it, as
+    Ray takes seconds to start on two cores. Yields its GCS address, for commands run in other processes."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -28,13 +28,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def ray_instance(ray_cluster):
+    """Ray Serve on the session's local Ray (conftest), shut down after the test; Ray itself stays up."""
     try:
         yield
     finally:
         serve.shutdown()
-        ray.shutdown()
 
 
 def test_serving_app_on_ray_serve_scores_like_scorer(ray_instance, standin_weights, scorer, monkeypatch):
