@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SWIN_STAGE_CHANNELS = (96, 192, 384, 768)
 BRIDGE_CHANNELS = (64, 128, 256, 512)
 TOKEN_DIM = sum(BRIDGE_CHANNELS)  # 960
 GRID = 7  # the coarsest Swin-T stage is 7 x 7 for a 224 crop
