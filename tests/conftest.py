@@ -16,8 +16,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# One intra-op thread per test process (set before torch starts its pool; subprocesses inherit it): the small
+# networks gain nothing from a second thread, and on a loaded 2-core machine (other suites, other users) two
+# spinning OpenMP threads per process made a small-network score 4-6 times slower than one thread did.
+# Export OMP_NUM_THREADS to choose otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from dgiqa_cli.models.seeded_weights import seeded_state
 
@@ -46,8 +52,9 @@ def networks_built_once():
     """Every in-process scorer (``Scorer``, ``dgiqa score/batch/eval/explain`` through CliRunner) takes its
     networks from a small cache keyed by the weights file's identity, so the suite builds each stand-in
     network once instead of once per command. The cache holds the real networks ``load_network`` returned
-    (scoring never changes them); a file that changes (size, mtime, inode) is loaded afresh, and names that
-    resolve through a registry or a download always go the real way. Training builds its own (it changes them).
+    (scoring never changes them); a file, or a file in a Hub-format folder, that changes (size, mtime, inode)
+    is loaded afresh, and names that resolve through a registry or a download always go the real way.
+    Training builds its own (it changes them).
     """
     from collections import OrderedDict
 
@@ -58,10 +65,11 @@ def networks_built_once():
 
     def load_network(spec, kind="model", *, arch=None, local_only=False):
         path = Path(os.fspath(spec))
-        if not path.is_file():
+        if not (path.is_file() or path.is_dir()):
             return real(spec, kind, arch=arch, local_only=local_only)
-        info = path.stat()
-        key = (os.fspath(spec), kind, arch, local_only, info.st_ino, info.st_size, info.st_mtime_ns)
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())  # a Hub folder
+        identity = tuple((p.name, p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+        key = (os.fspath(spec), kind, arch, local_only, identity)
         if key not in cache:
             cache[key] = real(spec, kind, arch=arch, local_only=local_only)
             while len(cache) > 4:  # a DGIQA network is 0.5 GB: keep the few the suite shares
@@ -101,33 +109,89 @@ def weights_dir(tmp_path_factory, dgiqa_state, depth_state) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def weight_args(weights_dir) -> list[str]:
-    """Command-line options that select the stand-in weights."""
-    return [
-        "--weights",
-        str(weights_dir / "DGIQA_standin.pth"),
-        "--depth-model",
-        "vits",
-        "--depth-weights",
-        str(weights_dir / "depth_anything_vits14.pth"),
-        "--device",
-        "cpu",
-    ]
+def cli_weight_args(model: Path, depth: Path) -> list[str]:
+    """Command-line options that select DGIQA weights ``model`` with ViT-S depth weights ``depth`` on the CPU."""
+    return ["--weights", str(model), "--depth-model", "vits", "--depth-weights", str(depth), "--device", "cpu"]
+
+
+def write_hub_folder(folder: Path, arch: str, state: dict, model_config: dict, **config) -> Path:
+    """Weights in the Hub format (``config.json`` + ``model.safetensors``): the way a non-default model
+    configuration reaches ``build_model`` through the normal loading path."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    config = {"format": "dgiqa-weights", "architecture": arch, "model_config": model_config, **config}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 @pytest.fixture(scope="session")
-def scorer(weights_dir):
-    """A CPU Scorer on the stand-in weights, one crop per image (fast), shared by the tests."""
+def small_weights(tmp_path_factory, golden) -> dict[str, Path]:
+    """DGIQA and ViT-S depth stand-ins in miniature (``standin.SMALL_CONFIGS``: the same code paths at a
+    hundredth of the cost), as Hub-format folders, for tests of plumbing rather than numbers."""
+    from dgiqa_cli.models.seeded_weights import SMALL_CONFIGS, small_state
+
+    folder = tmp_path_factory.mktemp("small-weights")
+    seeds = golden["pipeline"]["dgiqa_weights_seed"], golden["pipeline"]["depth_weights_seed"]
+    return {
+        "model": write_hub_folder(
+            folder / "dgiqa-small", "dgiqa", small_state("dgiqa", seeds[0]), SMALL_CONFIGS["dgiqa"], depth_model="vits"
+        ),
+        "depth": write_hub_folder(
+            folder / "depth-small",
+            "depth-anything-vits",
+            small_state("depth-anything-vits", seeds[1]),
+            SMALL_CONFIGS["depth-anything-vits"],
+        ),
+    }
+
+
+def full_size(request) -> bool:
+    """Whether the requesting module is marked ``full_size`` (it checks numbers of the real architectures)."""
+    return request.node.get_closest_marker("full_size") is not None
+
+
+@pytest.fixture(scope="module")
+def standin_weights(request, weights_dir, small_weights) -> dict[str, Path]:
+    """The stand-in weights a test module scores with: ``{"model": ..., "depth": ...}``, small unless the
+    module is marked ``full_size``."""
+    if full_size(request):
+        return {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
+    return small_weights
+
+
+@pytest.fixture(scope="module")
+def weight_args(standin_weights) -> list[str]:
+    """Command-line options that select the module's stand-in weights."""
+    return cli_weight_args(standin_weights["model"], standin_weights["depth"])
+
+
+def one_crop_scorer(weights: dict[str, Path]):
     from dgiqa_cli import Scorer
 
-    return Scorer(
-        weights_dir / "DGIQA_standin.pth",
-        depth_model="vits",
-        depth_weights=weights_dir / "depth_anything_vits14.pth",
-        crops=1,
-        device="cpu",
+    return Scorer(weights["model"], depth_model="vits", depth_weights=weights["depth"], crops=1, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def full_size_scorer(weights_dir):
+    """A CPU Scorer on the real-size stand-in weights, one crop per image."""
+    return one_crop_scorer(
+        {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
     )
+
+
+@pytest.fixture(scope="session")
+def small_scorer(small_weights):
+    """A CPU Scorer on the small stand-in weights, one crop per image."""
+    return one_crop_scorer(small_weights)
+
+
+@pytest.fixture(scope="module")
+def scorer(request):
+    """A CPU Scorer on the module's stand-in weights (small unless marked ``full_size``), one crop per image,
+    shared by the tests: it scores what ``weight_args`` selects on the command line."""
+    return request.getfixturevalue("full_size_scorer" if full_size(request) else "small_scorer")
 
 
 @pytest.fixture
@@ -196,3 +260,25 @@ def life_iqa_file(tmp_path_factory, golden) -> Path:
     path = tmp_path_factory.mktemp("life") / "life_iqa_koniq_standin.pth"
     torch.save(state, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_life_iqa(tmp_path_factory, golden) -> Path:
+    """Life-IQA in miniature (``standin.SMALL_CONFIGS``) as a Hub-format folder, backbone twins equal as in
+    ``life_iqa_file``; stored once per twin pair (safetensors refuses shared tensors), as ``weights import`` does."""
+    from dgiqa_cli.models.seeded_weights import SMALL_CONFIGS, small_state
+
+    state = small_state("life-iqa", golden["life_iqa_forward"]["weights_seed"])
+    state = {key: value for key, value in state.items() if not key.startswith("backbone_stages.")}
+    folder = tmp_path_factory.mktemp("small-life") / "life-iqa-small"
+    return write_hub_folder(folder, "life-iqa", state, SMALL_CONFIGS["life-iqa"])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance (2 CPUs, no dashboard) for the session: Ray Data and Ray Serve tests share it, as
+    Ray takes seconds to start on two cores. Yields its GCS address, for commands run in other processes."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -269,14 +269,14 @@ def test_heatmaps_for_the_worst_images(tmp_path, weight_args):
 
 
 @pytest.mark.slow
-def test_half_precision_path_runs_on_cpu_close_to_fp32(weights_dir, scorer):
+def test_half_precision_path_runs_on_cpu_close_to_fp32(standin_weights, scorer):
     """The bf16 autocast path (the default on GPUs) exercised on the CPU: same pipeline, scores close."""
     from dgiqa_cli import Scorer
 
     half = Scorer(
-        weights_dir / "DGIQA_standin.pth",
+        standin_weights["model"],
         depth_model="vits",
-        depth_weights=weights_dir / "depth_anything_vits14.pth",
+        depth_weights=standin_weights["depth"],
         crops=1,
         device="cpu",
         precision="bf16",

@@ -23,17 +23,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+def cluster(ray_cluster):
+    """Every test here runs on the session's local Ray (conftest)."""
+    return ray_cluster
 
 
-def scorer_options(weights_dir) -> dict:
+def scorer_options(standin_weights) -> dict:
     return {
-        "weights": str(weights_dir / "DGIQA_standin.pth"),
+        "weights": str(standin_weights["model"]),
         "depth_model": "vits",
-        "depth_weights": str(weights_dir / "depth_anything_vits14.pth"),
+        "depth_weights": str(standin_weights["depth"]),
         "device": "cpu",
         "crops": 1,
     }
@@ -79,7 +78,7 @@ def test_a_killed_run_resumes_to_one_row_per_image(tmp_path, weight_args, cluste
     assert not list(out.glob(".*partial*"))
 
 
-def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_path, weights_dir, scorer):
+def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_path, standin_weights, scorer):
     from dgiqa_cli.inference import distributed
     from dgiqa_cli.io.sources import collect_units
 
@@ -96,7 +95,9 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_
     units = collect_units(
         [str(make_shard(tmp_path / "a.tar", pictures)), str(make_shard(tmp_path / "b.tar", pictures))]
     )
-    stats = distributed.run(units, tmp_path / "out", scorer_options(weights_dir), batch_size=1, predictor=CrashingOnce)
+    stats = distributed.run(
+        units, tmp_path / "out", scorer_options(standin_weights), batch_size=1, predictor=CrashingOnce
+    )
     assert marker.exists()
     assert (stats.scored, stats.failed, stats.incomplete) == (2, 0, [])
     rows = read_rows(tmp_path / "out")
@@ -107,13 +108,13 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost_or_doubled(tmp_
     assert all(r["score"] == pytest.approx(expected[os.path.splitext(r["path"])[1]], abs=1e-5) for r in rows)
 
 
-def test_predictor_in_a_users_own_pipeline(tmp_path, weights_dir, scorer):
+def test_predictor_in_a_users_own_pipeline(tmp_path, standin_weights, scorer):
     from dgiqa_cli.inference.distributed import DGIQAPredictor
 
     pictures = small_pictures(tmp_path / "pics", sizes=((180, 220),))
     items = [{"key": "a", "jpg": pictures[0].read_bytes(), "caption": "kept"}, {"key": "b", "jpg": b"nope"}]
     ds = ray.data.from_items(items)
-    options = {"image_column": "jpg", **scorer_options(weights_dir)}
+    options = {"image_column": "jpg", **scorer_options(standin_weights)}
     rows = ds.map_batches(DGIQAPredictor, fn_constructor_kwargs=options, batch_size=2, concurrency=1).take_all()
     rows = {r["path"]: r for r in rows}
     assert rows["a"]["score"] == pytest.approx(scorer.score(pictures[0]).score, abs=1e-5)

@@ -32,7 +32,7 @@ def eval_run(*args, check_code: int | None = 0):
 
 
 @pytest.mark.slow
-def test_koniq_layout_outputs_and_the_same_numbers_from_predictions(tmp_path, weight_args, weights_dir):
+def test_koniq_layout_outputs_and_the_same_numbers_from_predictions(tmp_path, weight_args, standin_weights):
     root = tiny_sets.koniq(tmp_path / "koniq10k", levels=(0, 1, 2, 3, 4, 5, 6))
     out = tmp_path / "out"
     args = [*weight_args, "--crops", "2", "--resamples", "200"]
@@ -43,7 +43,7 @@ def test_koniq_layout_outputs_and_the_same_numbers_from_predictions(tmp_path, we
     assert (report["dataset"], report["split"], report["n"]) == ("koniq10k", "all", 7)
     assert report["counts"] == {"listed": 7, "scored": 7, "failed": 0, "missing": 0}
     protocol = report["protocol"]
-    sha = hashlib.sha256((weights_dir / "DGIQA_standin.pth").read_bytes()).hexdigest()
+    sha = hashlib.sha256((standin_weights["model"] / "model.safetensors").read_bytes()).hexdigest()
     assert protocol["weights_sha256"] == sha
     assert (protocol["crops"], protocol["crop_mode"], protocol["seed"], protocol["depth_model"]) == (
         2,

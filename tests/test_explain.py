@@ -320,12 +320,12 @@ def test_explain_command_end_to_end(tmp_path, weight_args, scorer):
 
 
 @pytest.fixture(scope="module")
-def life_explained(life_iqa_file, tmp_path_factory):
+def life_explained(small_life_iqa, tmp_path_factory):
     """`dgiqa explain --model life-iqa` on the 640 x 480 picture: 2 crops, 6 quality windows, every file."""
     out = tmp_path_factory.mktemp("life_explained")
     stale = out / f"{GOOD.stem}_depth.png"  # left by a DGIQA run: Life-IQA writes no depth map, so not in its way
     stale.write_bytes(b"not ours")
-    args = ["explain", GOOD, "--model", "life-iqa", "--weights", life_iqa_file, "--crops", "2", "--stride", COARSE]
+    args = ["explain", GOOD, "--model", "life-iqa", "--weights", small_life_iqa, "--crops", "2", "--stride", COARSE]
     args += ["--device", "cpu", "--heatmap", "--out", out, "--save-arrays", "--json"]
     result = runner.invoke(dgiqa_app, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
@@ -335,11 +335,11 @@ def life_explained(life_iqa_file, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_life_iqa_explain_score_is_the_score(life_explained, life_iqa_file):
+def test_life_iqa_explain_score_is_the_score(life_explained, small_life_iqa):
     from dgiqa_cli import Scorer
 
     report, _ = life_explained
-    plain = Scorer(life_iqa_file, model="life-iqa", crops=2, device="cpu").score(GOOD)
+    plain = Scorer(small_life_iqa, model="life-iqa", crops=2, device="cpu").score(GOOD)
     assert report["score"] == pytest.approx(plain.score, abs=1e-5)
     assert [c["score"] for c in report["crops"]] == pytest.approx(plain.crop_scores, abs=1e-5)
     assert report["arch"] == "life-iqa" and report["scale"] == plain.scale == "MOS, unbounded"

@@ -61,8 +61,8 @@ def degraded_set(folder: Path, split_of) -> Path:
     return labels
 
 
-def depth_args(weights_dir):
-    return ["--depth-model", "vits", "--depth-weights", weights_dir / "depth_anything_vits14.pth", "--device", "cpu"]
+def depth_args(standin_weights):
+    return ["--depth-model", "vits", "--depth-weights", standin_weights["depth"], "--device", "cpu"]
 
 
 # -- the pieces, without the model ---------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_depth_cache_and_rng_states_round_trip(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, weights_dir):
+def trained(tmp_path_factory, standin_weights):
     """One run: 4 training pictures (and a broken one), 2 for validation, 2 for test; backbones frozen."""
 
     def split_of(group, level):
@@ -160,8 +160,8 @@ def trained(tmp_path_factory, weights_dir):
         "--out",
         out,
         "--init",
-        weights_dir / "DGIQA_standin.pth",
-        *depth_args(weights_dir),
+        standin_weights["model"],
+        *depth_args(standin_weights),
         "--freeze",
         "backbones",
         "--epochs",
@@ -169,7 +169,7 @@ def trained(tmp_path_factory, weights_dir):
         "--batch-size",
         4,
         "--lr",
-        2e-5,
+        5e-3,
         "--warmup",
         0,
         "--val-crops",
@@ -190,7 +190,7 @@ def test_a_broken_picture_is_reported_and_skipped_never_replaced(trained):
     assert training["data"]["used"] == {"train": 4, "validation": 2}
 
 
-def test_training_lowers_the_loss_and_raises_the_training_srcc(trained, weights_dir):
+def test_training_lowers_the_loss_and_raises_the_training_srcc(trained, standin_weights):
     summary = json.loads(trained["result"].stdout)
     assert all(np.isfinite(row["train_loss"]) for row in summary["epochs"])
     # The training pictures scored as `dgiqa score` scores them (eval mode, fixed crops), before and after:
@@ -200,11 +200,11 @@ def test_training_lowers_the_loss_and_raises_the_training_srcc(trained, weights_
     target = (mos - mos.min()) / (mos.max() - mos.min())
 
     def scores(weights):
-        done = invoke("score", *pictures, "--weights", weights, *depth_args(weights_dir), "--crops", 2, "--json")
+        done = invoke("score", *pictures, "--weights", weights, *depth_args(standin_weights), "--crops", 2, "--json")
         assert done.exit_code == 0, done.output
         return np.array([row["score"] for row in json.loads(done.stdout)])
 
-    before, after = scores(weights_dir / "DGIQA_standin.pth"), scores(trained["out"])
+    before, after = scores(standin_weights["model"]), scores(trained["out"])
     loss_before, loss_after = np.mean((before - target) ** 2), np.mean((after - target) ** 2)
     srcc_before, srcc_after = stats.spearmanr(before, mos).statistic, stats.spearmanr(after, mos).statistic
     print(f"training pictures: MSE {loss_before:.4f} -> {loss_after:.4f}, SRCC {srcc_before:.3f} -> {srcc_after:.3f}")
@@ -231,7 +231,7 @@ def test_the_output_is_a_hub_format_folder_with_card_log_and_curves(trained):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, weights_dir):
+def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, standin_weights):
     labels = degraded_set(tmp_path / "data", lambda group, level: {"a": "train", "b": "validation"}.get(group, "x"))
     frozen = "backbones,tcb1,tcb2,tcb3,tcb4,tcb1_depth,tcb2_depth,tcb3_depth,tcb4_depth,depth_guided_cross_attention"
     common = [
@@ -239,8 +239,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, weights_d
         "--labels",
         labels,
         "--init",
-        weights_dir / "DGIQA_standin.pth",
-        *depth_args(weights_dir),
+        standin_weights["model"],
+        *depth_args(standin_weights),
         "--freeze",
         frozen.replace("backbones", "backbone,depth_backbone"),
         "--epochs",
@@ -270,9 +270,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path, weights_d
     assert (tmp_path / "whole" / "training_log.csv").read_text().count("\n") == 3
 
 
-def test_usage_errors(tmp_path, weights_dir):
+def test_usage_errors(tmp_path, standin_weights):
     labels = degraded_set(tmp_path / "data", lambda group, level: "train")
-    args = ["finetune", "--labels", labels, "--init", weights_dir / "DGIQA_standin.pth", *depth_args(weights_dir)]
+    args = ["finetune", "--labels", labels, "--init", standin_weights["model"], *depth_args(standin_weights)]
     for extra, message in (
         (["--loss", "huber"], "unknown loss"),
         (["--freeze", "nothing_here"], "no module"),
@@ -283,7 +283,7 @@ def test_usage_errors(tmp_path, weights_dir):
     assert invoke("finetune", "--out", tmp_path / "o").exit_code == 2  # no ratings given
 
 
-def test_imagenet_init_puts_timm_backbone_weights_into_both_backbones(tmp_path, weights_dir):
+def test_imagenet_init_puts_timm_backbone_weights_into_both_backbones(tmp_path, standin_weights):
     import timm
     from safetensors.torch import save_file
 
@@ -297,7 +297,7 @@ def test_imagenet_init_puts_timm_backbone_weights_into_both_backbones(tmp_path, 
         "imagenet",
         backbone_weights=str(tmp_path / "swin_t.safetensors"),
         depth_model="vits",
-        depth_weights=str(weights_dir / "depth_anything_vits14.pth"),
+        depth_weights=str(standin_weights["depth"]),
     )
     assert initial.arch == "dgiqa" and initial.sha256 is None and initial.depth_model == "vits"
     for backbone in (initial.network.backbone, initial.network.depth_backbone):
@@ -305,19 +305,24 @@ def test_imagenet_init_puts_timm_backbone_weights_into_both_backbones(tmp_path, 
 
 
 @pytest.mark.slow
-def test_life_iqa_trains_from_its_own_weights_and_scores_from_the_folder(tmp_path, life_iqa_file):
+def test_life_iqa_trains_from_its_own_weights_and_scores_from_the_folder(tmp_path, small_life_iqa):
     """Life-IQA: no depth stage, its own 512x384 frame; the folder it writes scores as Life-IQA weights."""
     import tiny_sets
 
     splits = ["train"] * 5 + ["validation", "validation", "test", "test"]
     labels = tiny_sets.labels_csv(tmp_path / "ratings.csv", levels=tuple(range(9)), extra_columns={"split": splits})
     out = tmp_path / "life-ft"
-    args = ["--init", life_iqa_file, "--out", out, "--epochs", "1", "--batch-size", "2", "--freeze", "backbones"]
+    args = ["--init", small_life_iqa, "--out", out, "--epochs", "1", "--batch-size", "2", "--freeze", "backbones"]
     result = invoke("finetune", "--labels", labels, *args, "--device", "cpu", "--eval-crops", "1", "--val-crops", "1")
     assert result.exit_code == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "life-iqa" and config["depth_model"] is None
-    saved, authors = load_file(out / "model.safetensors"), torch.load(life_iqa_file, weights_only=True)
+    from dgiqa_cli.models.life_iqa import fill_twin_keys
+
+    saved, authors = (
+        load_file(out / "model.safetensors"),
+        fill_twin_keys(load_file(small_life_iqa / "model.safetensors")),
+    )
     assert set(saved) <= set(authors)  # the authors' twin copies of the backbone are stored once
     assert all(saved[key].shape == authors[key].shape for key in saved)
     scored = invoke(

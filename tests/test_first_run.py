@@ -32,6 +32,8 @@ from dgiqa_cli.weights.registry import RegistryEntry, Source, model_entries
 from dgiqa_cli.weights.release import fetch_release, record_path, release_info
 from dgiqa_cli.weights.resolve import resolve_weights
 
+pytestmark = pytest.mark.full_size  # the release archive holds the real-size .pth the default weights resolve to
+
 runner = CliRunner()
 ARCHIVE = "mirror/DGIQA_weights.zip"  # what $DGIQA_MIRROR/DGIQA_weights.zip serves
 WEIGHTS_EXIT = EXIT_WEIGHTS  # the exit code of a weights error

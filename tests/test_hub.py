@@ -15,6 +15,8 @@ from dgiqa_cli.weights.files import ResolvedWeights, read_state_dict, sha256_of,
 from dgiqa_cli.weights.registry import default_model_name, depth_entries, model_entries
 from dgiqa_cli.weights.resolve import resolve_weights
 
+pytestmark = pytest.mark.full_size  # scores are compared with the authors' golden numbers
+
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):

@@ -90,7 +90,7 @@ def test_commands_never_import_each_other():
 
 
 def test_rendering_never_imports_the_explanation():
-    computing = {f"dgiqa_cli.explain.{name}" for name in ("explanation", "families", "panel", "files")}
+    computing = {f"dgiqa_cli.explain.{name}" for name in ("explanation", "families", "panel", "outputs")}
     assert imports_of("dgiqa_cli.explain.render") & computing == set()
 
 

@@ -85,11 +85,11 @@ def test_family_and_weights_must_agree(life_iqa_file, weights_dir):
 
 
 @pytest.mark.slow
-def test_batch_with_life_iqa_matches_score(tmp_path, life_iqa_file):
+def test_batch_with_life_iqa_matches_score(tmp_path, small_life_iqa):
     from dgiqa_cli import Scorer
     from dgiqa_cli.inference.engine import BatchRunner
 
-    scorer = Scorer(life_iqa_file, model="life-iqa", crops=2, device="cpu")
+    scorer = Scorer(small_life_iqa, model="life-iqa", crops=2, device="cpu")
     paths = [str(FIXTURES / name) for name in PICTURES]
     rows = []
     BatchRunner(scorer, batch_size=2, workers=2).run(paths, rows.append)

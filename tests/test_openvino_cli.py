@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from dgiqa_cli.cli import app
 from dgiqa_cli.io.rows import read_csv
 
+pytestmark = pytest.mark.full_size  # the OpenVINO export of the real architectures is what users run
+
 pytest.importorskip("openvino")
 runner = CliRunner()
 GOOD = FIXTURES / PICTURES[0]

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
 
+pytestmark = pytest.mark.full_size  # the authors' golden numbers need the real architectures
+
 
 def run_dgiqa(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("dgiqa")

@@ -28,20 +28,19 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def ray_instance(ray_cluster):
+    """Ray Serve on the session's local Ray (conftest), shut down after the test; Ray itself stays up."""
     try:
         yield
     finally:
         serve.shutdown()
-        ray.shutdown()
 
 
-def test_serving_app_on_ray_serve_scores_like_scorer(ray_instance, weights_dir, scorer, monkeypatch):
+def test_serving_app_on_ray_serve_scores_like_scorer(ray_instance, standin_weights, scorer, monkeypatch):
     environment = {
-        "DGIQA_WEIGHTS": str(weights_dir / "DGIQA_standin.pth"),
+        "DGIQA_WEIGHTS": str(standin_weights["model"]),
         "DGIQA_DEPTH_MODEL": "vits",
-        "DGIQA_DEPTH_WEIGHTS": str(weights_dir / "depth_anything_vits14.pth"),
+        "DGIQA_DEPTH_WEIGHTS": str(standin_weights["depth"]),
         "DGIQA_CROPS": "1",
         "DGIQA_DEVICE": "cpu",
         "DGIQA_BACKEND": "torch",

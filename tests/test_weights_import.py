@@ -24,6 +24,8 @@ from dgiqa_cli.weights.files import load_into, sha256_of
 from dgiqa_cli.weights.registry import local_entries
 from dgiqa_cli.weights.resolve import resolve_weights
 
+pytestmark = pytest.mark.full_size  # imports the authors' .pth format (real-size checkpoints)
+
 runner = CliRunner()
 PICTURE = FIXTURES / "synthetic_480x640.png"
 

@@ -221,13 +221,23 @@ class DPTHead(nn.Module):
 
 
 class DepthAnything(nn.Module):
-    """Depth Anything V1: (N, 3, H, W) normalized RGB, H and W multiples of 14 -> (N, H, W) inverse depth."""
+    """Depth Anything V1: (N, 3, H, W) normalized RGB, H and W multiples of 14 -> (N, H, W) inverse depth.
 
-    def __init__(self, encoder: str = "vits"):
+    ``encoder`` picks the authors' configuration; keyword arguments named as in ``DEPTH_CONFIGS``
+    (``embed_dim``, ``depth``, ``num_heads``, ``features``, ``out_channels``, ``intermediate_blocks``)
+    replace its values, for the small networks of plumbing tests (released checkpoints need none).
+    """
+
+    def __init__(self, encoder: str = "vits", **overrides):
         super().__init__()
         if encoder not in DEPTH_CONFIGS:
             raise ValueError(f"unknown encoder {encoder!r}; expected one of {sorted(DEPTH_CONFIGS)}")
-        config = DEPTH_CONFIGS[encoder]
+        unknown = set(overrides) - set(DEPTH_CONFIGS[encoder])
+        if unknown:
+            raise ValueError(
+                f"unknown Depth Anything options {sorted(unknown)}; expected {sorted(DEPTH_CONFIGS[encoder])}"
+            )
+        config = {**DEPTH_CONFIGS[encoder], **overrides}
         self.encoder = encoder
         self.intermediate_blocks = list(config["intermediate_blocks"])
         self.pretrained = DinoV2Encoder(config["embed_dim"], config["depth"], config["num_heads"])

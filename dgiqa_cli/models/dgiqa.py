@@ -12,20 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SWIN_STAGE_CHANNELS = (96, 192, 384, 768)
 BRIDGE_CHANNELS = (64, 128, 256, 512)
 TOKEN_DIM = sum(BRIDGE_CHANNELS)  # 960
 GRID = 7  # the coarsest Swin-T stage is 7 x 7 for a 224 crop
 CROP = 224
 
 
-def swin_tiny_features() -> nn.Module:
+def swin_tiny_features(**swin) -> nn.Module:
     """A Swin-T feature extractor (four stages, channels-last) with random weights.
 
     ``pretrained=False`` always: the DGIQA checkpoint carries the backbone
     weights, so ImageNet weights would only be downloaded to be overwritten.
+    ``swin``: timm ``SwinTransformer`` keyword arguments that replace Swin-T's
+    (``embed_dim``, ``depths``, ``num_heads``), for the small test configurations.
     """
-    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, features_only=True)
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, features_only=True, **swin)
 
 
 class TransformerCNNBridge(nn.Module):
@@ -95,27 +96,43 @@ class RefinementAttention(AttentionBlock):
 
 
 class DGIQA(nn.Module):
-    """Scores 224 x 224 RGB crops guided by the matching depth crops; one score in [0, 1] per crop."""
+    """Scores 224 x 224 RGB crops guided by the matching depth crops; one score in [0, 1] per crop.
 
-    def __init__(self):
+    The defaults are the authors' network (their checkpoints load into it unchanged). Smaller values make
+    the same network in miniature, for tests of plumbing rather than numbers (as timm's tests use a tiny
+    ViT): ``swin`` (timm Swin keyword arguments, e.g. ``{"embed_dim": 24, "depths": [1, 1, 1, 1],
+    "num_heads": [1, 2, 4, 8]}``), ``bridge_channels`` (each at least 16), ``attention_heads`` (divides
+    their sum) and ``head_channels`` (the dilated convolutions).
+    """
+
+    def __init__(
+        self,
+        swin: dict | None = None,
+        bridge_channels: tuple[int, ...] = BRIDGE_CHANNELS,
+        attention_heads: int = 16,
+        head_channels: int = 1024,
+    ):
         super().__init__()
-        self.backbone = swin_tiny_features()
-        self.depth_backbone = swin_tiny_features()
-        for i, (c_in, c_out) in enumerate(zip(SWIN_STAGE_CHANNELS, BRIDGE_CHANNELS, strict=False), start=1):
+        swin = dict(swin or {})
+        self.backbone = swin_tiny_features(**swin)
+        self.depth_backbone = swin_tiny_features(**swin)
+        stage_channels = self.backbone.feature_info.channels()
+        self.token_dim = sum(bridge_channels)
+        for i, (c_in, c_out) in enumerate(zip(stage_channels, bridge_channels, strict=True), start=1):
             setattr(self, f"tcb{i}", TransformerCNNBridge(c_in, c_out))
-        for i, (c_in, c_out) in enumerate(zip(SWIN_STAGE_CHANNELS, BRIDGE_CHANNELS, strict=False), start=1):
+        for i, (c_in, c_out) in enumerate(zip(stage_channels, bridge_channels, strict=True), start=1):
             setattr(self, f"tcb{i}_depth", TransformerCNNBridge(c_in, c_out))
-        self.depth_guided_cross_attention = DepthGuidedCrossAttention()
-        self.refinement_attention = RefinementAttention()
+        self.depth_guided_cross_attention = DepthGuidedCrossAttention(self.token_dim, attention_heads)
+        self.refinement_attention = RefinementAttention(self.token_dim, attention_heads)
         self.dilated_stack = nn.Sequential(
-            nn.Conv2d(TOKEN_DIM, 1024, 3, padding=2, dilation=2),
-            nn.BatchNorm2d(1024),
+            nn.Conv2d(self.token_dim, head_channels, 3, padding=2, dilation=2),
+            nn.BatchNorm2d(head_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(1024, 1024, 3, padding=4, dilation=4),
-            nn.BatchNorm2d(1024),
+            nn.Conv2d(head_channels, head_channels, 3, padding=4, dilation=4),
+            nn.BatchNorm2d(head_channels),
             nn.ReLU(inplace=True),
         )
-        self.fc = nn.Linear(1024, 1)
+        self.fc = nn.Linear(head_channels, 1)
 
     def bridged_features(self, x: torch.Tensor, depth: bool) -> torch.Tensor:
         """Swin stages -> bridges -> all resized to 7 x 7 -> concatenated: (N, 960, 7, 7)."""
@@ -142,7 +159,7 @@ class DGIQA(nn.Module):
         fused, cross = self.depth_guided_cross_attention(depth_tokens, rgb_tokens, need_weights=return_attention)
         refined, refine = self.refinement_attention(fused, fused, need_weights=return_attention)
         n = rgb.shape[0]
-        grid = refined.permute(1, 2, 0).reshape(n, TOKEN_DIM, GRID, GRID)
+        grid = refined.permute(1, 2, 0).reshape(n, self.token_dim, GRID, GRID)
         pooled = self.dilated_stack(grid).mean(dim=(2, 3))
         scores = torch.sigmoid(self.fc(pooled)).squeeze(1)
         if return_attention:

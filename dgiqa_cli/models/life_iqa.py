@@ -203,7 +203,11 @@ class LifeIQA(nn.Module):
         top_k: int = 2,
         depth: int = 4,
         backbone: str = "swin_base_patch4_window7_224",
+        backbone_config: dict | None = None,
     ):
+        """``backbone_config``: timm keyword arguments that replace the backbone's own (``embed_dim``,
+        ``depths``, ``num_heads``), for the small networks of plumbing tests; the authors' checkpoints need none.
+        ``embed_dim`` must be a multiple of the decoder's 6 cross-attention heads."""
         super().__init__()
         if num_experts > 1 and not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
@@ -213,7 +217,7 @@ class LifeIQA(nn.Module):
         self.gamma = nn.Parameter(torch.tensor(0.1))
 
         # pretrained=False always: the checkpoint carries the backbone weights.
-        self.pretrain_model = timm.create_model(backbone, pretrained=False, num_classes=0)
+        self.pretrain_model = timm.create_model(backbone, pretrained=False, num_classes=0, **(backbone_config or {}))
         self.backbone_stages = nn.ModuleList(
             [
                 nn.Sequential(self.pretrain_model.patch_embed, self.pretrain_model.layers[0]),

@@ -41,3 +41,36 @@ def seeded_state(manifest, seed: int) -> dict[str, torch.Tensor]:
 def manifest_of(state_dict) -> list[list]:
     """The manifest (key, shape, dtype) of a state dict, in its order."""
     return [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in state_dict.items()]
+
+
+# Small configurations of the same networks (``build_model`` keyword arguments), as timm's tests use a tiny ViT:
+# every code path of the real architectures at a hundredth of the cost, for tests of plumbing rather than numbers.
+# The golden and fidelity tests keep the authors' sizes.
+SMALL_CONFIGS: dict[str, dict] = {
+    "dgiqa": {
+        "swin": {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]},
+        "bridge_channels": [16, 16, 32, 32],
+        "attention_heads": 4,
+        "head_channels": 32,
+    },
+    "depth-anything-vits": {
+        "embed_dim": 48,
+        "depth": 4,
+        "num_heads": 2,
+        "features": 16,
+        "out_channels": [8, 16, 32, 48],
+        "intermediate_blocks": [0, 1, 2, 3],
+    },
+    "life-iqa": {
+        "embed_dim": 48,
+        "depth": 1,
+        "backbone_config": {"embed_dim": 32, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]},
+    },
+}
+
+
+def small_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded stand-in weights (the recipe above) for the small configuration of ``arch``."""
+    from dgiqa_cli.models import build_model
+
+    return seeded_state(manifest_of(build_model(arch, **SMALL_CONFIGS[arch]).state_dict()), seed)

@@ -399,7 +399,9 @@ class Run:
         scorer = Scorer(
             str(self.out),
             depth_model=self.initial.depth_model,
-            depth_weights=str(self.initial.depth.path) if self.initial.depth is not None else None,
+            # The spec as given (a Hub folder's config.json may hold the network's sizes), else the file loaded.
+            depth_weights=self.settings.depth_weights
+            or (str(self.initial.depth.path) if self.initial.depth is not None else None),
             crops=self.settings.eval_crops,
             device=str(self.device),
             precision="fp32",
