@@ -52,7 +52,11 @@ def load_scoring_weights(weights: str | os.PathLike | None, family: str | None =
     """The scoring network's weights (a registry name, a file, a Hub folder, ``hf://``), checked to be a family's."""
     if family is not None:
         spec_for(family)  # a UsageError naming the families
-    loaded = load_network(weights or default_weights_for(family or "dgiqa"), "model")
+    return check_family(load_network(weights or default_weights_for(family or "dgiqa"), "model"), family)
+
+
+def check_family(loaded: LoadedNetwork, family: str | None) -> LoadedNetwork:
+    """``loaded`` if it holds a scoring family's weights (``family``'s, when given); else a WeightsError."""
     if loaded.arch not in FAMILIES or (family is not None and loaded.arch != family):
         wanted = family or " or ".join(FAMILIES)
         raise WeightsError(f"{loaded.label}: holds {loaded.arch} weights, not {wanted} weights")
