@@ -100,7 +100,9 @@ def test_cli_reference_has_every_option_of_batch_with_its_help(site):
 def test_api_reference_documents_the_public_names(site):
     markup = page_text(site, "reference/api")
     documented = set(re.findall(r'id="(dgiqa_cli\.[\w.]+)"', markup))
-    exported = ast.literal_eval(re.search(r"__all__ = (\[.*?\])", (REPO / "dgiqa_cli/__init__.py").read_text())[1])
+    exported = ast.literal_eval(
+        re.search(r"__all__ = (\[.*?\])", (REPO / "dgiqa_cli/__init__.py").read_text(), re.S)[1]
+    )
     errors = [n.name for n in ast.parse((REPO / "dgiqa_cli/errors.py").read_text()).body if isinstance(n, ast.ClassDef)]
     for name in [n for n in exported if n != "__version__"] + errors:
         assert any(ident.endswith(f".{name}") for ident in documented), f"{name} is not in the API reference"

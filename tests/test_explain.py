@@ -283,7 +283,7 @@ def test_written_files_have_the_right_sizes(explained):
 @pytest.mark.slow
 def test_existing_files_are_not_overwritten_without_force(explained, scorer):
     report, folder = explained
-    with pytest.raises(FileExistsError, match="use --force"):
+    with pytest.raises(FileExistsError, match=r"exists \(force=True replaces it\)"):
         write_explanation(scorer, GOOD, folder, attention=("cross", "refine"), stride=COARSE)
 
 

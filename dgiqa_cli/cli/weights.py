@@ -21,6 +21,7 @@ from rich.table import Table
 
 from dgiqa_cli.cli import common as _cli  # err/out consoles, fail(), exit codes
 from dgiqa_cli.cli.options import DepthModel
+from dgiqa_cli.errors import EXIT_OK, EXIT_WEIGHTS
 from dgiqa_cli.models import ARCHITECTURES
 
 weights_app = typer.Typer(
@@ -356,7 +357,7 @@ def download(
     for label, message in failed:
         text = message if message.startswith(f"{label}:") else f"{label}: {message}"
         _cli.err.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
-    raise typer.Exit(_cli.EXIT_WEIGHTS if failed else _cli.EXIT_OK)
+    raise typer.Exit(EXIT_WEIGHTS if failed else EXIT_OK)
 
 
 # -- import ---------------------------------------------------------------------------------------
@@ -499,7 +500,7 @@ def info(
             ]
         )
     if report["error"]:
-        raise _fail(report["error"], _cli.EXIT_WEIGHTS)
+        raise _fail(report["error"], EXIT_WEIGHTS)
 
 
 # -- push -----------------------------------------------------------------------------------------

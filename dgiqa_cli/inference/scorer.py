@@ -109,6 +109,8 @@ class Scorer:
     # What the model knows: its settings, what the scores mean, and the steps the batch engine runs.
     device = property(lambda self: self.iqa_model.device)
     precision = property(lambda self: self.iqa_model.precision)
+    exact = property(lambda self: self.iqa_model.exact)
+    input_size = property(lambda self: self.iqa_model.input_size)
     backend = property(lambda self: self.iqa_model.backend)
     arch = property(lambda self: self.iqa_model.arch)
     spec = property(lambda self: self.iqa_model.spec)

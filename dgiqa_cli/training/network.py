@@ -108,7 +108,7 @@ def freeze(network: nn.Module, arch: str, spec: str) -> list[str]:
     if unknown:
         tops = ", ".join(n for n, _ in network.named_children())
         raise UsageError(
-            f"cannot freeze {unknown[0]!r}: no such module in {arch}; its modules: {tops} (or backbones, none)"
+            f"cannot freeze {unknown[0]!r}: no module of that name in {arch}; its modules: {tops} (or backbones, none)"
         )
     for n in names:
         known[n].requires_grad_(False)
