@@ -64,11 +64,13 @@ def check_family(loaded: LoadedNetwork, family: str | None) -> LoadedNetwork:
 
 
 def load_depth_stage(
-    spec: ModelSpec, trained_with: str | None, depth_model: str | None = None, depth_weights=None
+    spec: ModelSpec, trained_with: str | None, depth_model: str | None = None, depth_weights=None, *, load=None
 ) -> tuple[str | None, LoadedNetwork | None]:
     """The Depth Anything stage a family needs: by default the encoder its weights were trained with.
 
-    Returns ``(encoder, weights)``, or ``(None, None)`` for a family without a depth stage.
+    Returns ``(encoder, weights)``, or ``(None, None)`` for a family without a depth stage. ``load``: the
+    loader (default :func:`~dgiqa_cli.weights.load_network`); training passes its own so that its networks
+    are its own.
     """
     if not spec.needs_depth:
         if depth_model or depth_weights:
@@ -86,7 +88,7 @@ def load_depth_stage(
             spec.title,
         )
     source = depth_weights or depth_entry_for_arch(encoder).name
-    return encoder, load_network(source, "depth", arch=f"depth-anything-{encoder}")
+    return encoder, (load or load_network)(source, "depth", arch=f"depth-anything-{encoder}")
 
 
 @dataclass

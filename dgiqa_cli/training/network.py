@@ -66,7 +66,9 @@ def load_initial(
             None,
         )
         trained_with = loaded.card.depth_model
-    initial.depth_model, initial.depth = load_depth_stage(spec, trained_with, depth_model, depth_weights)
+    initial.depth_model, initial.depth = load_depth_stage(
+        spec, trained_with, depth_model, depth_weights, load=load_network
+    )
     return initial
 
 
