@@ -16,12 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# One intra-op thread per test process (set before torch starts its pool; subprocesses inherit it): the small
-# networks gain nothing from a second thread, and on a loaded 2-core machine (other suites, other users) two
-# spinning OpenMP threads per process made a small-network score 4-6 times slower than one thread did.
-# Export OMP_NUM_THREADS to choose otherwise.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
