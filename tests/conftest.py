@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 from dgiqa_cli.models.seeded_weights import seeded_state
 
