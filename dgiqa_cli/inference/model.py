@@ -142,7 +142,7 @@ class IQAModel:
         self.spec: ModelSpec = spec_for(self.weights.arch)
         self.model_name, self.arch, self.card = self.weights.label, self.weights.arch, self.weights.card
         # Life-IQA's fixed (H, W) frame: the card's when it records one, else the family's.
-        self.input_size = tuple(self.card.config.get("input_size", self.spec.input_size or ())) or None
+        self.input_size = self.spec.frame_size(self.card.config)
         self.network = self._accelerate(self.weights.network.to(self.device), self.weights)
         self.depth_model_name, self.depth_weights = load_depth_stage(
             self.spec, self.card.depth_model, depth_model, depth_weights
@@ -189,10 +189,7 @@ class IQAModel:
     @property
     def scale(self) -> str:
         """The score scale in words, printed beside every number."""
-        low, high = self.score_range
-        if low is None or high is None:
-            return self.spec.describe_scale((low, high), self.card.trained_on)
-        return f"{low:g} to {high:g}, {'lower' if self.lower_better else 'higher'} is better"
+        return self.spec.describe_scale(self.score_range, self.card.trained_on, self.lower_better)
 
     @property
     def exact(self) -> bool:
@@ -221,7 +218,7 @@ class IQAModel:
         ``keep_rgb=False`` drops the decoded picture once it is no longer needed
         (the batch engine holds many prepared images at once).
         """
-        if self.spec.input_size is not None:
+        if self.input_size is not None:
             frame = pp.resize_exact(image.rgb, self.input_size)
         else:
             frame = pp.resize_short_side(image.rgb)

@@ -35,12 +35,17 @@ class ModelSpec:
     backbones: tuple[str, ...] = ()  # the Swin backbone modules (what ``freeze backbones`` freezes)
     crop: int = CROP
 
-    def describe_scale(self, score_range=None, trained_on: str = "") -> str:
-        """The score scale in words, printed beside every number."""
+    def frame_size(self, config: dict) -> tuple[int, int] | None:
+        """The fixed (H, W) frame a weights card's ``config`` records, else the family's (None: short side 384)."""
+        return tuple(config.get("input_size", self.input_size or ())) or None
+
+    def describe_scale(self, score_range=None, trained_on: str = "", lower_better: bool | None = None) -> str:
+        """The score scale in words, printed beside every number (the card's range and direction, when given)."""
         low, high = score_range or self.score_range
         if low is None or high is None:
             return f"MOS{f' of {trained_on}' if trained_on else ''}, unbounded"
-        return f"{low:g} to {high:g}, {'lower' if self.lower_better else 'higher'} is better"
+        lower = self.lower_better if lower_better is None else lower_better
+        return f"{low:g} to {high:g}, {'lower' if lower else 'higher'} is better"
 
 
 DGIQA = ModelSpec(

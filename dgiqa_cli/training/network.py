@@ -60,7 +60,7 @@ def load_initial(
             loaded.label,
             loaded.sha256,
             dict(config.get("model", {})),
-            tuple(config.get("input_size", spec.input_size or ())) or None,
+            spec.frame_size(config),
             loaded.card,
             None,
             None,
