@@ -30,6 +30,7 @@ from dgiqa_cli.inference.defaults import (
     DEFAULT_SEED,
     MAX_PIXELS,
 )
+from dgiqa_cli.models import DEPTH_ENCODERS
 from dgiqa_cli.models.spec import FAMILIES
 
 
@@ -51,10 +52,8 @@ class Backend(str, Enum):
     openvino = "openvino"
 
 
-class DepthModel(str, Enum):
-    vits = "vits"
-    vitb = "vitb"
-    vitl = "vitl"
+# Depth Anything's encoders as Typer choices, from the models package (which imports torch only when building).
+DepthModel = Enum("DepthModel", {encoder: encoder for encoder in DEPTH_ENCODERS}, type=str)
 
 
 # The families as Typer choices, from the one table of them (importing the specs does not import torch).
