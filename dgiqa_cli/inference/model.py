@@ -19,19 +19,27 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from dgiqa_cli.errors import UsageError
 from dgiqa_cli.inference import preprocess as pp
-from dgiqa_cli.inference.backends import accelerate, pick_backend
+from dgiqa_cli.inference.backends import (
+    BackendUnavailable,
+    accelerate,
+    default_cache_dir,
+    from_cache,
+    pick_backend,
+)
 from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_SEED
 from dgiqa_cli.inference.runtime import inference_context, pick_device, pick_precision
 from dgiqa_cli.io.images import DecodedImage, ImageError, decoded_from_array
 from dgiqa_cli.models import DEPTH_ENCODERS, ModelSpec, spec_for
 from dgiqa_cli.models.spec import FAMILIES
 from dgiqa_cli.weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
+from dgiqa_cli.weights import load_network as load_network_lazily  # not the name tests replace (conftest)
 from dgiqa_cli.weights.registry import default_model_name, depth_entry_for_arch, model_entries
 
 log = logging.getLogger("dgiqa")
@@ -48,11 +56,13 @@ def default_weights_for(family: str) -> str:
     return default if default in names else names[0]
 
 
-def load_scoring_weights(weights: str | os.PathLike | None, family: str | None = None) -> LoadedNetwork:
-    """The scoring network's weights (a registry name, a file, a Hub folder, ``hf://``), checked to be a family's."""
+def load_scoring_weights(weights: str | os.PathLike | None, family: str | None = None, *, load=None) -> LoadedNetwork:
+    """The scoring network's weights (a registry name, a file, a Hub folder, ``hf://``), checked to be a family's.
+
+    ``load``: the loader (default :func:`~dgiqa_cli.weights.load_network`)."""
     if family is not None:
         spec_for(family)  # a UsageError naming the families
-    return check_family(load_network(weights or default_weights_for(family or "dgiqa"), "model"), family)
+    return check_family((load or load_network)(weights or default_weights_for(family or "dgiqa"), "model"), family)
 
 
 def check_family(loaded: LoadedNetwork, family: str | None) -> LoadedNetwork:
@@ -138,26 +148,43 @@ class IQAModel:
         # What runs the networks: OpenVINO on the CPU (fused graphs, oneDNN, bf16), PyTorch elsewhere.
         self.backend = pick_backend(backend or os.environ.get("DGIQA_BACKEND") or "auto", self.device)
 
-        self.weights: LoadedNetwork = load_scoring_weights(weights, family)
+        # OpenVINO with its compiled networks cached: the PyTorch networks are built only if something asks.
+        load = partial(load_network_lazily, lazy=True) if self.backend == "openvino" else None
+        self.weights: LoadedNetwork = load_scoring_weights(weights, family, load=load)
         self.spec: ModelSpec = spec_for(self.weights.arch)
         self.model_name, self.arch, self.card = self.weights.label, self.weights.arch, self.weights.card
         # Life-IQA's fixed (H, W) frame: the card's when it records one, else the family's.
         self.input_size = self.spec.frame_size(self.card.config)
-        self.network = self._accelerate(self.weights.network.to(self.device), self.weights)
+        self.network = self._accelerate(self.weights)
         self.depth_model_name, self.depth_weights = load_depth_stage(
-            self.spec, self.card.depth_model, depth_model, depth_weights
+            self.spec, self.card.depth_model, depth_model, depth_weights, load=load
         )
         self.depth = None
         if self.depth_weights is not None:
-            self.depth = self._accelerate(self.depth_weights.network.to(self.device), self.depth_weights)
+            self.depth = self._accelerate(self.depth_weights)
 
-    def _accelerate(self, network: torch.nn.Module, weights: LoadedNetwork):
-        """The network as the backend runs it: itself (PyTorch), or compiled by OpenVINO (cached on disk).
+    def _accelerate(self, weights: LoadedNetwork):
+        """The network as the backend runs it: the PyTorch module, or compiled by OpenVINO: from its cache
+        without building the module when the cache has it, else converted once (and cached on disk).
 
         A network OpenVINO cannot take stays with PyTorch (one warning), and the backend says so.
         """
         if self.backend != "openvino":
-            return network
+            return weights.network.to(self.device)
+        try:
+            fast = from_cache(weights.arch, weights.sha256, lambda: weights.network, precision=self.precision)
+        except BackendUnavailable:  # accelerate below says why, once, and keeps PyTorch
+            fast = None
+        else:
+            if fast is not None:
+                return fast
+            log.warning(
+                "converting %s (%s) for OpenVINO: once for these weights on this machine, then cached in %s",
+                weights.label,
+                weights.arch,
+                default_cache_dir(),
+            )
+        network = weights.network.to(self.device)
         fast = accelerate(network, weights.arch, precision=self.precision, weights_sha256=weights.sha256)
         if fast is network:
             self.backend = "torch"

@@ -18,12 +18,8 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-PATCH_SIZE = 14
-# The released position embedding covers a 37 x 37 grid (518 x 518 pixels).
-POS_EMBED_GRID = 37
-# DINOv2 adds this to the target grid before turning it into a scale factor,
-# so that floor(37 * scale) lands on the intended size despite rounding.
-POS_EMBED_INTERPOLATE_OFFSET = 0.1
+# DINOv2's patch size and position-embedding grid live with the other facts that need no torch (spec.py).
+from dgiqa_cli.models.spec import PATCH_SIZE, POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
 
 DEPTH_CONFIGS: dict[str, dict] = {
     "vits": {

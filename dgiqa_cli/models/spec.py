@@ -75,6 +75,15 @@ LIFE_IQA = ModelSpec(
     backbones=("pretrain_model", "backbone_stages"),
 )
 
+# Depth Anything's DINOv2 encoder (models/depth_anything.py); here so that the graphs OpenVINO runs can be
+# described without importing timm.
+PATCH_SIZE = 14
+# The released position embedding covers a 37 x 37 grid (518 x 518 pixels).
+POS_EMBED_GRID = 37
+# DINOv2 adds this to the target grid before turning it into a scale factor,
+# so that floor(37 * scale) lands on the intended size despite rounding.
+POS_EMBED_INTERPOLATE_OFFSET = 0.1
+
 SPECS: Mapping[str, ModelSpec] = MappingProxyType({spec.family: spec for spec in (DGIQA, LIFE_IQA)})
 FAMILIES = tuple(SPECS)
 

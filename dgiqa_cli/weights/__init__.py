@@ -18,7 +18,8 @@ the Hub format's writers (``dgiqa weights import`` / ``push``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -42,12 +43,20 @@ __all__ = [
 
 @dataclass
 class LoadedNetwork:
-    """A network in eval mode on the CPU, its card, and the file it was loaded from."""
+    """Checked weights, their card and file, and the network they make (in eval mode on the CPU).
 
-    network: nn.Module
+    ``network`` is built by ``build`` when first asked for: a caller that finds the compiled network in
+    OpenVINO's cache never builds the PyTorch one (``load_network(..., lazy=True)``).
+    """
+
     card: RegistryEntry
     path: Path
     label: str  # how the user named the weights, for messages and output rows
+    build: Callable[[], nn.Module] = field(repr=False, compare=False)
+
+    @cached_property
+    def network(self) -> nn.Module:
+        return self.build().eval()
 
     @property
     def arch(self) -> str:
@@ -55,31 +64,38 @@ class LoadedNetwork:
 
     @cached_property
     def sha256(self) -> str:
-        """The weights file's sha256 (the verified one when the card knew it), for rows and caches."""
-        from dgiqa_cli.weights.files import sha256_of
+        """The weights file's sha256 (the verified one when the card knew it), for rows and caches; hashed once
+        per version of the file (``digests``), not on every start."""
+        from dgiqa_cli.weights.digests import file_sha256
 
-        return self.card.sha256 or sha256_of(self.path)
+        return self.card.sha256 or file_sha256(self.path)
 
 
 def load_network(
-    spec: str | os.PathLike, kind: str = "model", *, arch: str | None = None, local_only: bool = False
+    spec: str | os.PathLike,
+    kind: str = "model",
+    *,
+    arch: str | None = None,
+    local_only: bool = False,
+    lazy: bool = False,
 ) -> LoadedNetwork:
     """Resolve ``spec`` (downloading if needed), check it and load it into a fresh network of its architecture.
 
     ``kind``: ``model`` (a scoring model) or ``depth``; ``arch``: the architecture
     the caller needs (an error if the weights hold another); ``local_only``: never
-    download. Raises :class:`WeightsError` (:class:`UnknownWeightsError` when the
-    spec names nothing) with a message that says what to do.
+    download; ``lazy``: check the file (its sha256 when known, its architecture) now
+    but build the network only when ``.network`` is first used. Raises :class:`WeightsError`
+    (:class:`UnknownWeightsError` when the spec names nothing) with a message that says what to do.
     """
     from dgiqa_cli.models import detect_architecture
-    from dgiqa_cli.weights.files import load_checked, read_state_dict
+    from dgiqa_cli.weights.files import checksum_remedy, load_checked, read_state_dict, verify_sha256
     from dgiqa_cli.weights.hubformat import kind_of_arch
     from dgiqa_cli.weights.resolve import resolve_weights
 
     resolved = resolve_weights(spec, kind, local_only=local_only)
     card, state_dict = resolved.entry, None
-    if card is None:  # a bare checkpoint: the architecture is told from its tensors
-        state_dict = read_state_dict(resolved.path)
+    if card is None:  # a bare checkpoint: the architecture is told from its tensors (mapped, not read, when lazy)
+        state_dict = read_state_dict(resolved.path, mmap=lazy)
         try:
             detected = detect_architecture(state_dict)
         except ValueError as exc:
@@ -97,5 +113,10 @@ def load_network(
         raise WeightsError(f"{resolved.label}: holds {card.arch} weights, not {arch} weights")
     if card.score_range == (None, None) and card.arch in SPECS:  # a bare .pth: the family's range
         card = replace(card, score_range=SPECS[card.arch].score_range)
-    network = load_checked(card.arch, dict(card.config.get("model", {})), resolved, state_dict)
-    return LoadedNetwork(network.eval(), card, resolved.path, resolved.label)
+    config = dict(card.config.get("model", {}))
+    if lazy:
+        if resolved.sha256:
+            verify_sha256(resolved.path, resolved.sha256, checksum_remedy(resolved))
+        return LoadedNetwork(card, resolved.path, resolved.label, lambda: load_checked(card.arch, config, resolved))
+    network = load_checked(card.arch, config, resolved, state_dict)
+    return LoadedNetwork(card, resolved.path, resolved.label, lambda: network)

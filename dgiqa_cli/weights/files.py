@@ -7,10 +7,10 @@ verified before loading; every tensor must fit the architecture exactly.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from dgiqa_cli.errors import WeightsError
 from dgiqa_cli.models import build_model, checkpoint_filter
+from dgiqa_cli.weights.digests import file_sha256, sha256_of  # noqa: F401 - sha256_of: its old home, still imported from here
 from dgiqa_cli.weights.registry import RegistryEntry
 
 
@@ -32,17 +33,11 @@ class ResolvedWeights:
     sha256: str | None = None  # expected checksum, when known
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: str | os.PathLike, expected: str, remedy: str = "") -> None:
-    """Raise WeightsError naming the file and both hashes unless ``path`` hashes to ``expected``."""
-    actual = sha256_of(path)
+    """Raise WeightsError naming the file and both hashes unless ``path`` hashes to ``expected``.
+
+    The hash comes from the file's record when the file has not changed since it was hashed (``digests``)."""
+    actual = file_sha256(path)
     if actual != expected.lower():
         raise WeightsError(
             f"{path}: checksum mismatch (sha256 {actual}, expected {expected}); the file is truncated, "
@@ -65,8 +60,11 @@ def checksum_remedy(weights: ResolvedWeights) -> str:
     return f"Download it again: `dgiqa weights download {weights.label} --force`."
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, without executing anything in it."""
+def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, without executing anything in it.
+
+    ``mmap``: map a ``.pth`` file's tensors rather than read them (for a look at names and shapes); a file in
+    the legacy format, which cannot be mapped, is read."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
@@ -77,7 +75,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         raise WeightsError(
             f"{path}: refused to load; the file holds Python objects other than tensors, and weights are "

@@ -37,6 +37,7 @@ from urllib.parse import quote, urlsplit
 
 from dgiqa_cli.errors import WeightsError
 from dgiqa_cli.io.atomic import PendingFile, atomic_write
+from dgiqa_cli.weights.digests import cache_root, sha256_of  # cache_root: imported from here by others
 from dgiqa_cli.weights.registry import RegistryEntry, Source
 
 ENV_CACHE = "DGIQA_CACHE"
@@ -65,15 +66,6 @@ class ReleaseFile:
 
 
 # -- where things are -----------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """``$DGIQA_CACHE``, else the per-user cache folder (``~/.cache/dgiqa`` on Linux), as the environment says now."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    from platformdirs import user_cache_path
-
-    return user_cache_path("dgiqa", appauthor=False)
 
 
 def weights_cache_dir() -> Path:
@@ -456,8 +448,6 @@ class _CappedFile:
 
 
 def _sha256_file(path: Path) -> str:
-    from dgiqa_cli.weights.files import sha256_of
-
     return sha256_of(path)
 
 

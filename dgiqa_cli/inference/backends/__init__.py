@@ -21,6 +21,7 @@ from torch import nn
 from dgiqa_cli.inference.backends.openvino_runtime import (
     BackendUnavailable,
     OpenVINONetwork,
+    cached_network,
     default_cache_dir,
     openvino_network,
     openvino_problem,
@@ -33,6 +34,7 @@ __all__ = [
     "OpenVINONetwork",
     "accelerate",
     "default_cache_dir",
+    "from_cache",
     "pick_backend",
     "supports_precision",
 ]
@@ -97,3 +99,18 @@ def accelerate(
         log.debug("OpenVINO could not take %s", arch, exc_info=True)
         warn_once("OpenVINO could not run %s (%s: %s): running it with PyTorch", arch, type(exc).__name__, exc)
         return module
+
+
+def from_cache(arch: str, weights_sha256: str, load_module, *, precision: str, cache_dir=None, threads=None):
+    """The network compiled from OpenVINO's cache entry for these weights, without building the PyTorch module
+    (``load_module`` makes it if a caller asks for attention maps); None when the cache has no entry (or a
+    damaged). Raises :class:`BackendUnavailable` where OpenVINO cannot run it (:func:`accelerate` says why)."""
+    try:
+        return cached_network(
+            arch, weights_sha256, load_module, precision=precision, cache_dir=cache_dir, threads=threads
+        )
+    except BackendUnavailable:
+        raise
+    except Exception:  # noqa: BLE001 - any failure here means "convert again", by design
+        log.debug("no usable cached OpenVINO network for %s", arch, exc_info=True)
+        return None

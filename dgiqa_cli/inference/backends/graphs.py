@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgiqa_cli.models.depth_anything import PATCH_SIZE, POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
+from dgiqa_cli.models.spec import PATCH_SIZE, POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
 
 CROP = 224
 DEPTH_SIDE = 518
@@ -55,7 +55,11 @@ class NetworkGraph:
     @property
     def spec(self) -> str:
         """The dynamic-shape spec, part of the compiled-model cache key: e.g. ``image[?,3,?,?]``."""
-        return ";".join(f"{i.name}[{','.join('?' if d is None else str(d) for d in i.shape)}]" for i in self.inputs)
+        return input_spec(self.inputs)
+
+
+def input_spec(inputs: tuple[GraphInput, ...]) -> str:
+    return ";".join(f"{i.name}[{','.join('?' if d is None else str(d) for d in i.shape)}]" for i in inputs)
 
 
 def _cubic_weights(t: torch.Tensor) -> list[torch.Tensor]:
@@ -137,19 +141,23 @@ class _ScoreGraph(nn.Module):
         return self.network(*crops, return_attention=False)
 
 
-def network_graph(module: nn.Module, arch: str) -> NetworkGraph:
-    """The traceable form of a loaded network of architecture ``arch``."""
+def graph_io(arch: str) -> tuple[tuple[GraphInput, ...], str, tuple[str | int, ...]]:
+    """An architecture's graph inputs, output name and output shape; known without building the network."""
     crops, two, one = (None, 3, CROP, CROP), (2, 3, CROP, CROP), (1, 3, CROP, CROP)
     if arch == "dgiqa":
-        inputs = (GraphInput("rgb", crops, two, one), GraphInput("depth", crops, two, one))
-        return NetworkGraph(_ScoreGraph(module).eval(), arch, inputs, "scores", ("batch",))
+        return (GraphInput("rgb", crops, two, one), GraphInput("depth", crops, two, one)), "scores", ("batch",)
     if arch == "life-iqa":
-        inputs = (GraphInput("rgb", crops, two, one),)
-        return NetworkGraph(_ScoreGraph(module).eval(), arch, inputs, "scores", ("batch",))
+        return (GraphInput("rgb", crops, two, one),), "scores", ("batch",)
     if arch.startswith("depth-anything-"):
         # A non-square example, so that neither side is mistaken for the other or for 37 patches; checked on
         # a portrait shape of two pictures.
         example, check = (1, 3, DEPTH_SIDE, 28 * PATCH_SIZE), (2, 3, 20 * PATCH_SIZE, 17 * PATCH_SIZE)
-        inputs = (GraphInput("image", (None, 3, None, None), example, check),)
-        return NetworkGraph(_DepthGraph(module).eval(), arch, inputs, "depth", ("batch", "height", "width"))
+        return (GraphInput("image", (None, 3, None, None), example, check),), "depth", ("batch", "height", "width")
     raise ValueError(f"no graph for architecture {arch!r}")
+
+
+def network_graph(module: nn.Module, arch: str) -> NetworkGraph:
+    """The traceable form of a loaded network of architecture ``arch``."""
+    inputs, output, output_shape = graph_io(arch)
+    wrapper = _DepthGraph(module) if arch.startswith("depth-anything-") else _ScoreGraph(module)
+    return NetworkGraph(wrapper.eval(), arch, inputs, output, output_shape)

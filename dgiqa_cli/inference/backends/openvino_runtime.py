@@ -28,15 +28,17 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from dgiqa_cli.inference.backends.graphs import NetworkGraph, network_graph
+from dgiqa_cli.inference.backends.graphs import NetworkGraph, graph_io, input_spec, network_graph
+from dgiqa_cli.io.atomic import atomic_path, atomic_write
 from dgiqa_cli.version import __version__
-from dgiqa_cli.weights.files import sha256_of
+from dgiqa_cli.weights.digests import file_sha256, sha256_of
 
 log = logging.getLogger("dgiqa")
 
@@ -113,11 +115,16 @@ def state_digest(module: nn.Module) -> str:
 
 def entry_fields(graph: NetworkGraph, weights_sha256: str) -> dict:
     """What a cached IR depends on; the cache key is a digest of exactly this."""
+    return arch_fields(graph.arch, weights_sha256)
+
+
+def arch_fields(arch: str, weights_sha256: str) -> dict:
+    """:func:`entry_fields` from the architecture's name alone (no network needed to look the cache up)."""
     return {
         "format": CACHE_FORMAT,
-        "arch": graph.arch,
+        "arch": arch,
         "weights_sha256": weights_sha256,
-        "inputs": graph.spec,
+        "inputs": input_spec(graph_io(arch)[0]),
         "openvino": openvino_version(),
         "dgiqa": __version__,
     }
@@ -157,17 +164,25 @@ def check_conversion(graph: NetworkGraph, model, tolerance: float = 1e-4) -> Non
         raise ValueError(f"the converted {graph.arch} is off PyTorch by {error:.2g} (more than {tolerance:g})")
 
 
-def _read_verified(folder: Path, fields: dict):
-    """The cached model in ``folder`` if its entry matches ``fields`` and its files their digests; else None."""
+def _verified(folder: Path, fields: dict) -> bool:
+    """Whether ``folder``'s entry matches ``fields`` and its files their recorded digests (hashed once per version
+    of each file: a file written since its last check is hashed again)."""
     try:
         entry = json.loads((folder / "entry.json").read_text())
-        if entry.get("fields") != fields:
-            return None
-        for name, expected in entry["files"].items():
-            if sha256_of(folder / name) != expected:
-                return None
+        if entry.get("fields") != fields or set(entry["files"]) != {"model.xml", "model.bin"}:
+            return False
+        return all(file_sha256(folder / name) == expected for name, expected in entry["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _read_verified(folder: Path, fields: dict):
+    """The cached model in ``folder`` if its entry matches ``fields`` and its files their digests; else None."""
+    if not _verified(folder, fields):
+        return None
+    try:
         return core().read_model(str(folder / "model.xml"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
+    except (OSError, RuntimeError):
         return None
 
 
@@ -231,21 +246,40 @@ class OpenVINONetwork:
     """Runs a network through a compiled OpenVINO model with the PyTorch module's call signature.
 
     Tensors in, float32 CPU tensors out. ``return_attention=True`` (``dgiqa explain``) and any other
-    keyword go to the wrapped PyTorch ``module``: the compiled graph returns scores only."""
+    keyword go to the PyTorch ``module``: the compiled graph returns scores only. ``module`` is either
+    given or made by ``load_module`` when first needed (a network compiled from the cache never needs it
+    to score)."""
 
     backend = "openvino"
 
-    def __init__(self, module: nn.Module, graph: NetworkGraph, compiled, precision: str, source: str):
-        self.module, self.graph, self.compiled = module, graph, compiled
-        self.arch, self.precision, self.source = graph.arch, precision, source
+    def __init__(
+        self,
+        module: nn.Module | None,
+        arch: str,
+        compiled,
+        precision: str,
+        source: str,
+        load_module: Callable[[], nn.Module] | None = None,
+    ):
+        self.arch, self.compiled, self.precision, self.source = arch, compiled, precision, source
+        self._module, self._load_module = module, load_module
+        self._inputs = len(graph_io(arch)[0])
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: one call at a time
+
+    @property
+    def module(self) -> nn.Module:
+        """The PyTorch network, built on first use when it was not given."""
+        with self._lock:
+            if self._module is None:
+                self._module = self._load_module()
+            return self._module
 
     def __call__(self, *inputs, return_attention: bool = False, **kwargs):
         if return_attention or kwargs:
             return self.module(*inputs, return_attention=return_attention, **kwargs)
-        if len(inputs) != len(self.graph.inputs):
-            raise TypeError(f"{self.arch} takes {len(self.graph.inputs)} tensors, got {len(inputs)}")
+        if len(inputs) != self._inputs:
+            raise TypeError(f"{self.arch} takes {self._inputs} tensors, got {len(inputs)}")
         arrays = [_as_array(x) for x in inputs]
         with self._lock:
             result = self._request.infer(arrays, share_inputs=True, share_outputs=False)
@@ -265,6 +299,15 @@ def openvino_network(
     threads: int | None = None,
 ) -> OpenVINONetwork:
     """Convert (or load from the cache) and compile ``module``; raises :class:`BackendUnavailable`."""
+    check_usable(precision)
+    graph = network_graph(module.eval(), arch)
+    model, source = load_or_convert(graph, weights_sha256 or state_digest(module), cache_dir)
+    compiled = core().compile_model(model, "CPU", compile_config(precision, threads))
+    return OpenVINONetwork(module, arch, compiled, precision, source)
+
+
+def check_usable(precision: str) -> None:
+    """Raise :class:`BackendUnavailable` unless OpenVINO runs here in ``precision``."""
     problem = openvino_problem()
     if problem:
         raise BackendUnavailable(problem)
@@ -272,7 +315,58 @@ def openvino_network(
         raise BackendUnavailable(f"precision {precision!r} has no OpenVINO CPU equivalent")
     if precision != "fp32" and not supports_precision(precision):
         raise BackendUnavailable(f"this CPU has no native {precision} (OpenVINO capabilities: {cpu_capabilities()})")
-    graph = network_graph(module.eval(), arch)
-    model, source = load_or_convert(graph, weights_sha256 or state_digest(module), cache_dir)
-    compiled = core().compile_model(model, "CPU", compile_config(precision, threads))
-    return OpenVINONetwork(module, graph, compiled, precision, source)
+
+
+def cached_network(
+    arch: str,
+    weights_sha256: str,
+    load_module: Callable[[], nn.Module],
+    *,
+    precision: str,
+    cache_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> OpenVINONetwork | None:
+    """The network compiled from its verified cache entry, without building the PyTorch module; None when
+    there is no entry (or a damaged one, then deleted). ``load_module`` makes the PyTorch module if a caller
+    asks for what only it gives (attention maps). Raises :class:`BackendUnavailable`."""
+    check_usable(precision)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fields = arch_fields(arch, weights_sha256)
+    folder = root / "ir" / entry_key(fields)
+    if not folder.exists():
+        return None
+    if not _verified(folder, fields):
+        log.info("OpenVINO cache entry %s failed its check: rebuilding it", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    compiled = compile_entry(folder, compile_config(precision, threads))
+    return OpenVINONetwork(None, arch, compiled, precision, "cache", load_module)
+
+
+def compile_entry(folder: Path, config: dict):
+    """A verified entry's IR compiled with ``config``: imported from the entry's compiled blob when it has a sound
+    one (OpenVINO's compile step paid once per machine), else compiled and its blob saved for the next start.
+
+    OpenVINO's own ``CACHE_DIR`` would do the same but runs a damaged blob silently (wrong scores), so the blob
+    is ours: written atomically, its sha256 recorded beside it and checked (once per version of the file)."""
+    tag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    blob, record = folder / f"compiled-{tag}.blob", folder / f"compiled-{tag}.json"
+    try:
+        saved = json.loads(record.read_text())
+        sound = saved["config"] == config and saved["openvino"] == openvino_version()
+        if sound and saved["sha256"] == file_sha256(blob):
+            return core().import_model(blob.read_bytes(), "CPU", config)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        pass  # none yet, or damaged: compiled below and saved anew
+    compiled = core().compile_model(str(folder / "model.xml"), "CPU", config)
+    try:
+        exported = compiled.export_model()  # bytes, or io.BytesIO in recent OpenVINO releases
+        with atomic_path(blob) as temp:
+            temp.write_bytes(exported.getbuffer() if hasattr(exported, "getbuffer") else exported)
+        del exported
+        saved = {"config": config, "openvino": openvino_version(), "sha256": file_sha256(blob)}
+        with atomic_write(record, "w") as fh:
+            json.dump(saved, fh)
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:  # a full disk: the next start compiles again
+        log.debug("could not save the compiled network in %s: %s", folder, exc)
+    return compiled

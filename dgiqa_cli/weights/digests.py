@@ -1,0 +1,82 @@
+"""A file's sha256, hashed once per version of the file rather than on every start.
+
+Hashing a checkpoint (0.1 to 1.3 GB) cost every ``dgiqa score`` a second or more. A small record in dgiqa's
+cache (``$DGIQA_CACHE/hashes/<digest of the path>.json``) keeps the sha256 with what identifies that version
+of the file: its resolved path, size, mtime_ns, inode and ctime_ns. When any of them differs the file is
+hashed in full again. ctime changes on every write, rename or ``utime`` and cannot be set back, so weights
+rewritten in place with their size and mtime restored are still caught. A record that cannot be read or
+does not hold a sha256 is ignored and rewritten; one that cannot be written costs the next start its speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from dgiqa_cli.io.atomic import atomic_write
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in full."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """``$DGIQA_CACHE``, else the per-user cache folder (``~/.cache/dgiqa`` on Linux), as the environment says now."""
+    if os.environ.get("DGIQA_CACHE"):
+        return Path(os.environ["DGIQA_CACHE"]).expanduser()
+    from platformdirs import user_cache_path
+
+    return user_cache_path("dgiqa", appauthor=False)
+
+
+def hashes_dir() -> Path:
+    return cache_root() / "hashes"
+
+
+def _identity(path: Path) -> dict:
+    status = os.stat(path)
+    return {
+        "path": str(path),
+        "size": status.st_size,
+        "mtime_ns": status.st_mtime_ns,
+        "inode": status.st_ino,
+        "ctime_ns": status.st_ctime_ns,
+    }
+
+
+def record_path(path: str | os.PathLike) -> Path:
+    """Where the record of ``path``'s sha256 lives."""
+    resolved = str(Path(path).resolve())
+    return hashes_dir() / f"{hashlib.sha256(resolved.encode()).hexdigest()[:32]}.json"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """``path``'s sha256: from its record when the file is the version recorded, else hashed (and recorded)."""
+    resolved = Path(path).resolve()
+    identity = _identity(resolved)
+    record = record_path(resolved)
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved["identity"] == identity and _SHA256.match(saved["sha256"]):
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no record, or a damaged one: hashed below and written anew
+    digest = sha256_of(resolved)
+    if _identity(resolved) == identity:  # a file that changed while it was read is not recorded
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(record, "w") as fh:
+                json.dump({"identity": identity, "sha256": digest}, fh)
+        except OSError:
+            pass
+    return digest

@@ -1,0 +1,214 @@
+"""No start-up tax (issue 21): the weights' sha256 is hashed once per version of the file, and a model whose
+compiled OpenVINO networks are cached scores without building its PyTorch networks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from dgiqa_cli.weights import digests
+from dgiqa_cli.weights.files import verify_sha256
+
+
+@pytest.fixture
+def hashed(monkeypatch, tmp_path):
+    """A 3 MB file in a scratch cache, and the list of files the hashing function read in full."""
+    monkeypatch.setenv("DGIQA_CACHE", str(tmp_path / "cache"))
+    reads: list[str] = []
+    real = digests.sha256_of
+
+    def counting(path):
+        reads.append(os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(digests, "sha256_of", counting)
+    path = tmp_path / "weights.pth"
+    path.write_bytes(np.random.default_rng(0).bytes(3 << 20))
+    return path, reads
+
+
+def test_second_start_does_not_hash_the_weights(hashed):
+    path, reads = hashed
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests.file_sha256(path) == expected and len(reads) == 1
+    assert digests.file_sha256(path) == expected and len(reads) == 1  # from the record
+    verify_sha256(path, expected)  # a known checksum is checked through the record too
+    assert len(reads) == 1
+    assert json.loads(digests.record_path(path).read_text())["sha256"] == expected
+
+
+def _touch(path):
+    status = path.stat()
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
+
+
+def _replace(path):  # a new file of the same size moved over the old one (a new inode)
+    other = path.with_name("new.pth")
+    other.write_bytes(path.read_bytes()[::-1])
+    os.replace(other, path)
+
+
+def _rewrite_restoring_mtime(path):  # same size, same mtime, same inode: only ctime tells
+    status = path.stat()
+    data = bytearray(path.read_bytes())
+    data[1000:1064] = b"\x7f" * 64
+    with open(path, "r+b") as fh:
+        fh.write(bytes(data))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (status.st_size, status.st_mtime_ns, status.st_ino)
+
+
+@pytest.mark.parametrize("change", [_touch, _replace, _rewrite_restoring_mtime], ids=lambda f: f.__name__[1:])
+def test_a_changed_file_is_hashed_again(hashed, change):
+    path, reads = hashed
+    before = digests.file_sha256(path)
+    change(path)
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests.file_sha256(path) == now and len(reads) == 2
+    if change is not _touch:
+        assert now != before
+        with pytest.raises(Exception, match="checksum mismatch"):
+            verify_sha256(path, before)
+    assert digests.file_sha256(path) == now and len(reads) == 2  # the new version is recorded
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"identity": 1}', "[]", "", "SHA"])
+def test_a_damaged_record_is_ignored_and_rewritten(hashed, damage):
+    path, reads = hashed
+    expected = digests.file_sha256(path)
+    record = digests.record_path(path)
+    if damage == "SHA":  # the file's identity, but no sha256 in it
+        saved = json.loads(record.read_text())
+        damage = json.dumps({**saved, "sha256": "not a digest"})
+    record.write_text(damage)
+    assert digests.file_sha256(path) == expected and len(reads) == 2
+    assert json.loads(record.read_text())["sha256"] == expected
+    assert digests.file_sha256(path) == expected and len(reads) == 2
+
+
+def test_an_unwritable_cache_costs_speed_not_the_hash(hashed, monkeypatch, tmp_path):
+    path, reads = hashed
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DGIQA_CACHE", str(blocker))  # hashes/ cannot be made under a file
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests.file_sha256(path) == digests.file_sha256(path) == expected and len(reads) == 2
+
+
+# -- the OpenVINO path ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Every PyTorch network built through the weights loader, by architecture."""
+    from dgiqa_cli.weights import files
+
+    built: list[str] = []
+    real = files.build_model
+
+    def counting(arch, **config):
+        built.append(arch)
+        return real(arch, **config)
+
+    monkeypatch.setattr(files, "build_model", counting)
+    return built
+
+
+def _openvino_model(small_weights, crops=3):
+    from dgiqa_cli import create_model
+
+    return create_model(
+        small_weights["model"],
+        depth_model="vits",
+        depth_weights=small_weights["depth"],
+        device="cpu",
+        backend="openvino",
+        crops=crops,
+    )
+
+
+@pytest.fixture(scope="module")
+def converted(small_weights):
+    """The small networks converted once into the session's cache, and their scores of two pictures."""
+    model = _openvino_model(small_weights)
+    assert model.backend == "openvino"
+    pictures = np.random.default_rng(1).integers(0, 256, (2, 300, 400, 3), dtype=np.uint8)
+    return pictures, model(pictures).numpy()
+
+
+def test_cached_networks_score_without_building_pytorch(converted, small_weights, builds, caplog):
+    pictures, expected = converted
+    with caplog.at_level("WARNING", logger="dgiqa"):
+        model = _openvino_model(small_weights)
+    assert builds == [] and model.network.source == model.depth.source == "cache"
+    assert not [r for r in caplog.records if "converting" in r.getMessage()]
+    np.testing.assert_array_equal(model(pictures).numpy(), expected)
+    assert builds == []
+    # What only PyTorch gives (explain's attention maps) builds the network then, once.
+    prepared = model.prepare(_decoded(pictures[0]))
+    frame = model.depth_frame(prepared, model.depth_map(prepared.depth_input))
+    from dgiqa_cli.inference import preprocess as pp
+
+    depth_crops = pp.cut_crops(frame, prepared.positions)
+    scores, attention = model.score_crops(prepared.rgb_crops, depth_crops, return_attention=True)
+    assert builds == ["dgiqa"] and set(attention) == {"cross", "refine"}
+    np.testing.assert_allclose(scores.mean().item(), expected[0], atol=1e-4)
+    model.score_crops(prepared.rgb_crops, depth_crops, return_attention=True)
+    assert builds == ["dgiqa"]
+
+
+@pytest.mark.slow  # a second conversion of the small DGIQA (about a minute on the shared machine)
+def test_damaged_cached_network_is_rebuilt_not_trusted(converted, small_weights, builds, caplog):
+    from dgiqa_cli.inference.backends import default_cache_dir
+    from dgiqa_cli.inference.backends.openvino_runtime import arch_fields, entry_key
+    from dgiqa_cli.weights import load_network
+
+    pictures, expected = converted
+    sha = load_network(small_weights["model"], lazy=True).sha256
+    weights = default_cache_dir() / "ir" / entry_key(arch_fields("dgiqa", sha)) / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x7f" * 64  # same size, wrong numbers
+    weights.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="dgiqa"):
+        model = _openvino_model(small_weights)
+    assert model.network.source == "converted" and model.depth.source == "cache" and builds == ["dgiqa"]
+    assert [r.getMessage() for r in caplog.records if "converting" in r.getMessage()] == [
+        f"converting {small_weights['model']} (dgiqa) for OpenVINO: once for these weights on this machine, "
+        f"then cached in {default_cache_dir()}"
+    ]
+    np.testing.assert_allclose(model(pictures).numpy(), expected, atol=1e-5)
+    assert _openvino_model(small_weights).network.source == "cache"
+
+
+def _decoded(rgb):
+    from dgiqa_cli.io.images import decoded_from_array
+
+    return decoded_from_array(rgb, "<test>")
+
+
+def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_weights):
+    """OpenVINO runs a damaged compiled blob silently (wrong scores): ours are checked against their sha256."""
+    from dgiqa_cli.inference.backends import default_cache_dir
+
+    pictures, expected = converted
+    _openvino_model(small_weights)  # a start from the cache saves the compiled blobs
+    blobs = sorted((default_cache_dir() / "ir").glob("*/compiled-*.blob"))
+    assert blobs
+    damaged = {}
+    for blob in blobs:
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 4096] = b"\x7f" * 4096
+        blob.write_bytes(bytes(data))
+        damaged[blob] = bytes(data)
+    model = _openvino_model(small_weights)
+    assert model.network.source == "cache"
+    np.testing.assert_array_equal(model(pictures).numpy(), expected)
+    for blob, data in damaged.items():  # compiled again and saved anew
+        now = blob.read_bytes()
+        assert now != data
+        assert json.loads(blob.with_suffix(".json").read_text())["sha256"] == hashlib.sha256(now).hexdigest()
