@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,13 @@ def main(argv=None) -> int:
         return 0
 
     scratch = Path(tempfile.mkdtemp(prefix="dgiqa-startup-"))
+    try:
+        return measure(scratch, args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # weights and caches: gigabytes
+
+
+def measure(scratch: Path, args) -> int:
     args.weights, args.depth_weights, args.picture = prepare(scratch, args.depth_model)
     trees = {"A": HERE.parent}
     if args.baseline:
