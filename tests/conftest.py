@@ -57,15 +57,15 @@ def networks_built_once():
     real = scorer_module.load_network
     cache: OrderedDict = OrderedDict()
 
-    def load_network(spec, kind="model", *, arch=None, local_only=False):
+    def load_network(spec, kind="model", *, arch=None, local_only=False, lazy=False):
         path = Path(os.fspath(spec))
         if not (path.is_file() or path.is_dir()):
-            return real(spec, kind, arch=arch, local_only=local_only)
+            return real(spec, kind, arch=arch, local_only=local_only, lazy=lazy)
         files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())  # a Hub folder
         identity = tuple((p.name, p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-        key = (os.fspath(spec), kind, arch, local_only, identity)
-        if key not in cache:
-            cache[key] = real(spec, kind, arch=arch, local_only=local_only)
+        key = (os.fspath(spec), kind, arch, local_only, lazy, identity)
+        if key not in cache:  # a lazy entry builds its network once, when first asked for
+            cache[key] = real(spec, kind, arch=arch, local_only=local_only, lazy=lazy)
             while len(cache) > 4:  # a DGIQA network is 0.5 GB: keep the few the suite shares
                 cache.popitem(last=False)
         cache.move_to_end(key)

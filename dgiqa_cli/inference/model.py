@@ -39,7 +39,6 @@ from dgiqa_cli.io.images import DecodedImage, ImageError, decoded_from_array
 from dgiqa_cli.models import DEPTH_ENCODERS, ModelSpec, spec_for
 from dgiqa_cli.models.spec import FAMILIES
 from dgiqa_cli.weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
-from dgiqa_cli.weights import load_network as load_network_lazily  # not the name tests replace (conftest)
 from dgiqa_cli.weights.registry import default_model_name, depth_entry_for_arch, model_entries
 
 log = logging.getLogger("dgiqa")
@@ -149,7 +148,7 @@ class IQAModel:
         self.backend = pick_backend(backend or os.environ.get("DGIQA_BACKEND") or "auto", self.device)
 
         # OpenVINO with its compiled networks cached: the PyTorch networks are built only if something asks.
-        load = partial(load_network_lazily, lazy=True) if self.backend == "openvino" else None
+        load = partial(load_network, lazy=True) if self.backend == "openvino" else None
         self.weights: LoadedNetwork = load_scoring_weights(weights, family, load=load)
         self.spec: ModelSpec = spec_for(self.weights.arch)
         self.model_name, self.arch, self.card = self.weights.label, self.weights.arch, self.weights.card
