@@ -24,6 +24,9 @@ from dgiqa_cli.models.seeded_weights import seeded_state
 # The reference implementation (PyTorch) scores unless a test asks for OpenVINO (tests/test_backends.py,
 # tests/test_openvino_cli.py); DGIQA_BACKEND=openvino runs the whole suite on the fast path instead.
 os.environ.setdefault("DGIQA_BACKEND", "torch")
+# ... in the exact mode (fp32), whose numbers the goldens pin; the default's choice of bf16 on CPUs that compute
+# it is tested on its own (tests/test_precision_default.py).
+os.environ.setdefault("DGIQA_PRECISION", "fp32")
 # Compiled networks and downloads go to a scratch cache, never the user's (subprocesses inherit it).
 if "DGIQA_CACHE" not in os.environ:
     os.environ["DGIQA_CACHE"] = tempfile.mkdtemp(prefix="dgiqa-test-cache-")

@@ -105,8 +105,13 @@ def test_an_unwritable_cache_costs_speed_not_the_hash(hashed, monkeypatch, tmp_p
 
 @pytest.fixture
 def builds(monkeypatch):
-    """Every PyTorch network built through the weights loader, by architecture."""
+    """Every PyTorch network built through the weights loader, by architecture. The real loader, not the test
+    session's cache of loaded networks (``conftest.networks_built_once``), whose networks may be built already."""
+    from dgiqa_cli import weights
+    from dgiqa_cli.inference import model
     from dgiqa_cli.weights import files
+
+    monkeypatch.setattr(model, "load_network", weights.load_network)
 
     built: list[str] = []
     real = files.build_model

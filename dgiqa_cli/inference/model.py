@@ -128,7 +128,7 @@ class IQAModel:
         *,
         family: str | None = None,
         device: str | None = None,
-        precision: str = "auto",
+        precision: str | None = None,
         backend: str | None = "auto",
         depth_model: str | None = None,
         depth_weights: str | os.PathLike | None = None,
@@ -367,7 +367,7 @@ def create_model(
     *,
     family: str | None = None,
     device: str | None = None,
-    precision: str = "auto",
+    precision: str | None = None,
     backend: str | None = "auto",
     depth_model: str | None = None,
     depth_weights: str | os.PathLike | None = None,
@@ -381,10 +381,11 @@ def create_model(
 
     ``family``: ``dgiqa`` or ``life-iqa``, checked against the weights (and choosing the default weights
     when none are named). ``device``: ``cpu``, ``cuda[:N]``, ``mps``, default the best one present.
-    ``precision``: ``auto`` (fp32 on CPU; bf16/fp16 on GPUs), ``fp32`` (the authors' arithmetic),
-    ``bf16``, ``fp16``. ``backend``: ``auto`` (OpenVINO on the CPU, PyTorch on a GPU; or ``$DGIQA_BACKEND``),
-    ``torch``, ``openvino``. DGIQA only: ``depth_model`` (``vits``/``vitb``/``vitl``, default the one the
-    weights were trained with) and ``depth_weights``. ``crops`` / ``crop_mode`` / ``seed`` choose the
+    ``precision``: ``auto`` (bf16 where the hardware computes it: GPUs, CPUs with AVX-512 BF16 or AMX; fp32 on
+    other CPUs; or ``$DGIQA_PRECISION``), ``fp32`` (the exact mode: the authors' arithmetic), ``bf16``, ``fp16``.
+    ``backend``: ``auto`` (OpenVINO on the CPU, PyTorch on a GPU; or ``$DGIQA_BACKEND``), ``torch``, ``openvino``.
+    DGIQA only: ``depth_model`` (``vits``/``vitb``/``vitl``, default the one the weights were trained with) and
+    ``depth_weights``. ``crops`` / ``crop_mode`` / ``seed`` choose the
     224-pixel crops (``official`` = the authors' seeded random positions).
     """
     return IQAModel(

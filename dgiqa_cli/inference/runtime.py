@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import torch
 
@@ -37,8 +38,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def pick_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU (where half is slower)."""
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated, and
+    slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def pick_precision(name: str | None, device: torch.device) -> str:
+    """``auto`` (``None``: ``$DGIQA_PRECISION``, else auto): bf16 where the hardware computes it (GPUs that
+    have it; CPUs with AVX-512 BF16 or AMX), fp16 on other GPUs, fp32 on other CPUs (where half is slower).
+    ``fp32`` is the exact mode: the authors' arithmetic."""
+    name = name or os.environ.get("DGIQA_PRECISION") or "auto"
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "fp16" and device.type == "cpu":
@@ -49,7 +60,7 @@ def pick_precision(name: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "mps":
         return "fp16"
-    return "fp32"
+    return "bf16" if cpu_computes_bf16() else "fp32"
 
 
 def autocast(device: torch.device, precision: str):

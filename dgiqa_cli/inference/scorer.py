@@ -86,7 +86,7 @@ class Scorer:
         crop_mode: str = DEFAULT_CROP_MODE,
         seed: int = DEFAULT_SEED,
         device: str = DEFAULT_DEVICE,
-        precision: str = DEFAULT_PRECISION,
+        precision: str | None = DEFAULT_PRECISION,
         backend: str | None = None,
         max_pixels: int = MAX_PIXELS,
         max_crops: int = DEFAULT_MAX_CROPS,
