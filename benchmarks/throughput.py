@@ -1,28 +1,23 @@
-"""Throughput of `dgiqa batch` against the authors' image-after-image flow, measured in one run.
+"""Throughput of dgiqa's scoring flows against the authors' image-after-image flow, measured in one run.
 
-    python benchmarks/throughput.py --images 256 --depth-model vits --crops 20
+    python benchmarks/throughput.py --device cpu --depth-model vits --crops 20 --images 4 --sequential-images 4
 
-Makes N synthetic 1024x768 JPEGs and stand-in weights (the speed of a network
-does not depend on its weights), then times, in this order:
+Makes N synthetic 1024x768 JPEGs and stand-in weights (the speed of a network does not depend on its weights),
+then times these flows (``--flows``; on the CPU all four, on a GPU ``authors`` and ``default``):
 
-  (a) sequential: the authors' flow, image after image in fp32 (read, depth map
-      of one image, crops, DGIQA on them): ``Scorer(precision="fp32").score``;
-  (b) batch: ``dgiqa batch``'s pipeline with its defaults (worker threads,
-      batched depth and crops, bf16 on GPUs), over every image; on the CPU its
-      networks run through ``--backend`` (default ``auto``: OpenVINO) in
-      ``--precision`` (fp32 = exact mode, bf16 = fast mode).
+  authors     the authors' flow, image after image in fp32 with PyTorch (read, depth map of one image, crops,
+              DGIQA on them): ``Scorer(precision="fp32", backend="torch").score``;
+  torch-fp32  ``dgiqa batch``'s pipeline (worker threads, batched depth and crops) with PyTorch in fp32;
+  exact       ``dgiqa batch --precision fp32``: the exact mode on the default backend (OpenVINO on the CPU);
+  default     ``dgiqa batch`` as it comes (``--precision`` / ``--backend``, default auto: bf16 where the
+              hardware computes it).
 
-The authors' flow on the CPU:
-
-    python benchmarks/throughput.py --device cpu --images 4 --sequential-images 4 --rounds 2 --precision fp32
-
-Model loading is outside both timings; each gets one untimed warm-up, then the
-two flows alternate for ``--rounds`` rounds, in the order A B, B A, ... (so
-neither always runs first, and a machine that slows down or speeds up during
-the run weighs on both alike). Prints images/s for each,
-their ratio, the largest score difference between the two flows, peak GPU
-memory and peak host RSS; on the CPU also large matrix products timed in the
-same run (fp32 and bf16) and the share of that peak each flow reaches.
+Model loading is outside the timings; each flow gets one untimed warm-up, then the flows alternate for
+``--rounds`` rounds, in the order A B C D, D C B A, ... (so that no flow always runs first, and a machine that
+slows down or speeds up during the run weighs on all alike). Prints images/s for each, its ratio to the authors'
+flow, the largest score difference from the authors' flow on the pictures both scored, peak GPU memory and peak
+host RSS; on the CPU also large matrix products timed in the same run (fp32 and bf16), and the share of the
+arithmetic limit each flow reaches (its GFLOP per picture times pictures/s over the peak in its precision).
 """
 
 from __future__ import annotations
@@ -181,30 +176,43 @@ def _timed(work) -> float:
     return time.perf_counter() - started
 
 
-def make_batch_scorer(dgiqa_weights, args, common) -> tuple[Scorer, dict]:
-    """The batch flow's Scorer on ``--backend`` / ``--precision``; returns it and its start time."""
-    started = time.perf_counter()
-    scorer = Scorer(dgiqa_weights, precision=args.precision, backend=args.backend, **common)
-    return scorer, {"load_s": time.perf_counter() - started, "backend": scorer.backend}
+FLOWS = ("authors", "torch-fp32", "exact", "default")
+
+
+def flow_settings(name: str, args) -> dict:
+    """The Scorer's settings of flow ``name``."""
+    return {
+        "authors": {"precision": "fp32", "backend": "torch"},
+        "torch-fp32": {"precision": "fp32", "backend": "torch"},
+        "exact": {"precision": "fp32", "backend": "auto"},
+        "default": {"precision": args.precision, "backend": args.backend},
+    }[name]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=128, help="pictures for the batch run (default 128)")
+    parser.add_argument("--images", type=int, default=128, help="pictures for each batch flow (default 128)")
     parser.add_argument(
         "--sequential-images",
         type=int,
         default=16,
-        help="pictures for the slow sequential run (default 16; it runs at a steady pace)",
+        help="pictures for the slow authors' flow (default 16; it runs at a steady pace)",
     )
     parser.add_argument("--depth-model", default="vits", choices=["vits", "vitb", "vitl"])
     parser.add_argument("--crops", type=int, default=20)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--flows",
+        default=None,
+        help=f"comma-separated, from {', '.join(FLOWS)} (default: all on the CPU, authors,default on a GPU)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="default: dgiqa batch's default")
     parser.add_argument("--workers", type=int, default=None, help="default: dgiqa batch's default")
-    parser.add_argument("--compile", action="store_true", help="torch.compile in the batch run")
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"], help="batch flow's backend")
-    parser.add_argument("--precision", default="auto", help="batch flow's precision (fp32 = exact, bf16 = fast)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile in the default flow")
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "openvino"], help="default flow's backend"
+    )
+    parser.add_argument("--precision", default="auto", help="default flow's precision (auto, fp32, bf16)")
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -224,49 +232,61 @@ def main(argv=None) -> int:
         dgiqa_weights, depth_weights = standin_weights(folder, args.depth_model)
         common = dict(depth_model=args.depth_model, depth_weights=depth_weights, crops=args.crops, device=args.device)
 
-        sequential_scorer = Scorer(dgiqa_weights, precision="fp32", backend="torch", **common)  # the authors' flow
-        device = sequential_scorer.device
-        batch_scorer, start = make_batch_scorer(dgiqa_weights, args, common)
-        print(f"batch flow: {start}", file=sys.stderr)
-        if args.compile:
-            batch_scorer.compile()
+        authors = Scorer(dgiqa_weights, **flow_settings("authors", args), **common)
+        device = authors.device
+        names = args.flows.split(",") if args.flows else list(FLOWS if device.type == "cpu" else ("authors", "default"))
+        unknown = sorted(set(names) - set(FLOWS))
+        if unknown or "authors" not in names:
+            parser.error(f"--flows: {', '.join(unknown) or 'authors is the baseline and must be one'} ({FLOWS})")
         batch_size = args.batch_size or default_batch_size(device)
         workers = default_workers(device) if args.workers is None else args.workers
-        runner = BatchRunner(batch_scorer, batch_size=batch_size, workers=workers)
+        flows = {}
+        for name in names:
+            started = time.perf_counter()
+            scorer = authors if name == "authors" else Scorer(dgiqa_weights, **flow_settings(name, args), **common)
+            load_s = time.perf_counter() - started
+            if name == "default" and args.compile:
+                scorer.compile()
+            scores: dict = {}
+            if name == "authors":
+                images, work, extra = (
+                    args.sequential_images,
+                    sequential_flow(scorer, paths[: args.sequential_images], scores),
+                    {},
+                )
+                scorer.score(paths[0])  # warm-up (untimed): first kernels, cuDNN's choices, compilation
+            else:
+                runner = BatchRunner(scorer, batch_size=batch_size, workers=workers)
+                images, work = args.images, batch_flow(runner, paths[: args.images], scores)
+                extra = {"batch_size": runner.batch_size, "workers": workers}
+                runner.run(paths[:batch_size], lambda _: None)
+            extra.update(backend=scorer.backend, precision=scorer.precision, load_s=load_s)
+            print(f"{name}: {scorer.backend} {scorer.precision}, loaded in {load_s:.1f} s", file=sys.stderr)
+            flows[name] = (Timer(device), images, work, scores, extra)
 
-        # Warm-ups (untimed): first kernels, cuDNN's choices, compilation.
-        sequential_scorer.score(paths[0])
-        runner.run(paths[:batch_size], lambda _: None)
-        # The flows alternate, in the order A B, B A, A B, ... so that neither always runs first and a
-        # machine slowing down or speeding up during the run weighs on both alike.
         peaks = matmul_peak() if device.type == "cpu" else {}
-        sequential_timer, batch_timer = Timer(device), Timer(device)
-        sequential_scores, batch_scores = {}, {}
-        flows = [
-            (
-                sequential_timer,
-                args.sequential_images,
-                sequential_flow(sequential_scorer, paths[: args.sequential_images], sequential_scores),
-            ),
-            (batch_timer, args.images, batch_flow(runner, paths[: args.images], batch_scores)),
-        ]
+        order = list(flows)
         for round_number in range(args.rounds):
-            for timer, images, work in flows if round_number % 2 == 0 else reversed(flows):
+            for name in order if round_number % 2 == 0 else reversed(order):
+                timer, images, work, _, _ = flows[name]
                 timer.measure(images, work)
-        sequential = sequential_timer.report()
-        batched = batch_timer.report(
-            batch_size=runner.batch_size, workers=workers, precision=batch_scorer.precision, **start
-        )
-        common_paths = sequential_scores.keys() & batch_scores.keys()
-        drift = max((abs(sequential_scores[p] - batch_scores[p]) for p in common_paths), default=None)
-        if device.type == "cpu" and peaks and args.depth_model in DEPTH_GFLOP:
-            gflop = DEPTH_GFLOP[args.depth_model] + DGIQA_GFLOP_PER_CROP * args.crops
-            # The machine's peak in the flow's precision: the faster of PyTorch's and oneDNN's (OpenVINO) products.
-            fp32_peak = max(peaks["torch_fp32"], peaks.get("openvino_f32", 0))
-            bf16_peak = max(peaks["torch_bf16"], peaks.get("openvino_bf16", 0))
-            fast = batch_scorer.precision in ("bf16", "fp16")
-            for row, peak in ((sequential, fp32_peak), (batched, bf16_peak if fast else fp32_peak)):
-                row["share_of_matmul_peak"] = gflop * row["images_per_s"] / peak
+
+        rows, reference = {}, flows["authors"][3]
+        gflop = DEPTH_GFLOP.get(args.depth_model, 0) + DGIQA_GFLOP_PER_CROP * args.crops
+        for name, (timer, _, _, scores, extra) in flows.items():
+            row = timer.report(**extra)
+            common_paths = reference.keys() & scores.keys()
+            row["max_drift_from_authors"] = max((abs(reference[p] - scores[p]) for p in common_paths), default=None)
+            if peaks and args.depth_model in DEPTH_GFLOP:
+                # The peak in the flow's precision: the faster of PyTorch's and oneDNN's (OpenVINO) products.
+                fast = row["precision"] in ("bf16", "fp16")
+                keys = ("torch_bf16", "openvino_bf16") if fast else ("torch_fp32", "openvino_f32")
+                peak = max(peaks.get(key, 0) for key in keys)
+                row["limit_images_per_s"] = peak / gflop
+                row["share_of_limit"] = row["images_per_s"] / row["limit_images_per_s"]
+            rows[name] = row
+        for row in rows.values():
+            row["x_authors"] = row["images_per_s"] / rows["authors"]["images_per_s"]
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {
@@ -275,32 +295,36 @@ def main(argv=None) -> int:
         "depth_model": args.depth_model,
         "crops": args.crops,
         "image_size": "1024x768",
+        "gflop_per_image": gflop,
         "compile": args.compile,
         "dgiqa": __version__,
         "matmul_gflops": peaks,
-        "max_score_drift": drift,
         "rounds": args.rounds,
-        "sequential": sequential,
-        "batch": batched,
-        "ratio": batched["images_per_s"] / sequential["images_per_s"],
+        "flows": rows,
     }
-    print(f"device: {name}, depth {args.depth_model}, {args.crops} crops, 1024x768 JPEGs")
+    print(f"device: {name}, depth {args.depth_model}, {args.crops} crops, 1024x768 JPEGs, {args.rounds} rounds")
     if peaks:
         print("matmul GFLOP/s (2048^3, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
-    print(f"{'flow':<12}{'images':>8}{'images/s':>11}{'GPU peak MiB':>15}{'host RSS MiB':>15}{'% of peak':>11}")
-    for label, row in (("sequential", sequential), ("batch", batched)):
-        gpu = f"{row['gpu_peak_mib']:.0f}" if row["gpu_peak_mib"] is not None else "-"
-        share = f"{100 * row['share_of_matmul_peak']:.0f}%" if "share_of_matmul_peak" in row else "-"
-        print(
-            f"{label:<12}{row['images']:>8}{row['images_per_s']:>11.2f}{gpu:>15}"
-            f"{row['host_rss_peak_mib']:>15.0f}{share:>11}"
+        print(f"arithmetic per picture: {gflop:.0f} GFLOP")
+    header = ("flow", "what runs", "images", "images/s", "x authors", "% of limit", "max drift", "GPU MiB", "RSS MiB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for label, row in rows.items():
+        drift = row["max_drift_from_authors"]
+        cells = (
+            label,
+            f"{row['backend']} {row['precision']}",
+            str(row["images"]),
+            f"{row['images_per_s']:.3f}",
+            f"{row['x_authors']:.2f}",
+            f"{100 * row['share_of_limit']:.0f}% of {row['precision'] if row['precision'] != 'fp16' else 'bf16'}"
+            if "share_of_limit" in row
+            else "-",
+            "-" if label == "authors" else (f"{drift:.2g}" if drift is not None else "-"),
+            f"{row['gpu_peak_mib']:.0f}" if row["gpu_peak_mib"] is not None else "-",
+            f"{row['host_rss_peak_mib']:.0f}",
         )
-    drift_text = f"{drift:.2g}" if drift is not None else "-"
-    print(
-        f"ratio (batch / sequential): {report['ratio']:.2f}x   max score drift: {drift_text}   "
-        f"[batch: {batched['backend']} {batched['precision']}, batch size {batched['batch_size']}, "
-        f"{batched['workers']} workers]"
-    )
+        print("| " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -31,7 +31,7 @@ from dgiqa_cli.inference.backends.openvino_runtime import (
     entry_key,
 )
 from dgiqa_cli.models import build_model
-from dgiqa_cli.models.seeded_weights import SMALL_CONFIGS, small_state
+from dgiqa_cli.weights import load_network
 
 pytest.importorskip("openvino")
 
@@ -79,15 +79,18 @@ def depth_module(depth_state):
 
 
 @pytest.fixture(scope="module")
-def small_modules(golden) -> dict[str, torch.nn.Module]:
-    """The networks in miniature (``SMALL_CONFIGS``), for the cache's and the export's plumbing: converting
-    them takes a second where the real ones take tens (those are checked above, number by number)."""
-    seeds = golden["pipeline"]["dgiqa_weights_seed"], golden["pipeline"]["depth_weights_seed"]
-    modules = {}
-    for arch, seed in zip(("dgiqa", "depth-anything-vits"), seeds, strict=True):
-        modules[arch] = build_model(arch, **SMALL_CONFIGS[arch])
-        modules[arch].load_state_dict(small_state(arch, seed))
-    return modules
+def small(small_weights, cache) -> dict[str, tuple[torch.nn.Module, str]]:
+    """The networks in miniature (``SMALL_CONFIGS``), as the session's small weights files load them, with those
+    files' sha256, for the cache's and the export's plumbing (the real networks' conversions are checked above,
+    number by number). Converted into the session's cache, under the keys the small models of the other tests
+    (test_startup.py) look up: each is converted once per session."""
+    networks = {}
+    for kind, arch in (("model", "dgiqa"), ("depth", "depth-anything-vits")):
+        loaded = load_network(small_weights[kind], kind)
+        fast = accelerate(loaded.network, arch, precision="fp32", weights_sha256=loaded.sha256, cache_dir=cache)
+        assert isinstance(fast, OpenVINONetwork), "conversion fell back to PyTorch"
+        networks[arch] = (loaded.network, loaded.sha256)
+    return networks
 
 
 @pytest.fixture(scope="session")
@@ -196,12 +199,13 @@ def test_damaged_cache_entry_is_never_trusted(ov_dgiqa, dgiqa_module, cache, tmp
     assert _read_verified(copy, fields) is None
 
 
-def test_damaged_cache_entry_is_rebuilt(small_modules, tmp_path):
-    arch, sha = "depth-anything-vits", "d" * 64
-    depth_module = small_modules[arch]
-    first = accelerate(depth_module, arch, precision="fp32", weights_sha256=sha, cache_dir=tmp_path)
-    assert isinstance(first, OpenVINONetwork) and first.source == "converted"
+def test_damaged_cache_entry_is_rebuilt(small, cache, tmp_path):
+    import shutil
+
+    arch = "depth-anything-vits"
+    depth_module, sha = small[arch]
     folder = _entry_folder(tmp_path, depth_module, arch, sha)
+    shutil.copytree(_entry_folder(cache, depth_module, arch, sha), folder)
     weights = bytearray((folder / "model.bin").read_bytes())
     weights[len(weights) // 2 : len(weights) // 2 + 64] = b"\x7f" * 64  # silent corruption: same size, wrong numbers
     (folder / "model.bin").write_bytes(bytes(weights))
@@ -292,17 +296,17 @@ def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
 # -- export ----------------------------------------------------------------------------------------
 
 
-def test_export_reproduces_pytorch_in_onnx_runtime(small_modules, tmp_path):
-    """The export's plumbing (IR, ONNX, card) on the small networks; the real ones' conversion is checked above
-    and ``dgiqa export`` of the real ones in test_openvino_cli.py."""
-    dgiqa_module, depth_module = small_modules["dgiqa"], small_modules["depth-anything-vits"]
-    shas = {"dgiqa": "a" * 64, "depth-anything-vits": "b" * 64}
+def test_export_reproduces_pytorch_in_onnx_runtime(small, cache, tmp_path):
+    """The export's plumbing (IR from the cache, ONNX, card) on the small networks; the real ones' conversion is
+    checked above."""
+    (dgiqa_module, dgiqa_sha), (depth_module, depth_sha) = small["dgiqa"], small["depth-anything-vits"]
+    shas = {"dgiqa": dgiqa_sha, "depth-anything-vits": depth_sha}
     ort = pytest.importorskip("onnxruntime")
     networks = [
         (dgiqa_module, "dgiqa", shas["dgiqa"]),
         (depth_module, "depth-anything-vits", shas["depth-anything-vits"]),
     ]
-    card = export_networks(tmp_path, networks, cache_dir=tmp_path / "cache")
+    card = export_networks(tmp_path, networks, cache_dir=cache)  # IR from the cache the fixture filled
     assert json.loads((tmp_path / "card.json").read_text()) == card
     assert [n["arch"] for n in card["networks"]] == ["dgiqa", "depth-anything-vits"]
     dgiqa_card, depth_card = card["networks"]

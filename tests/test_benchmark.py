@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dgiqa_cli.inference.runtime import cpu_computes_bf16
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "throughput.py"
 
 
@@ -38,10 +40,19 @@ def test_benchmark_smoke(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "ratio (batch / sequential):" in proc.stdout
+    assert "| flow | what runs | images | images/s | x authors |" in proc.stdout
     report = json.loads(report_path.read_text())
     assert report["rounds"] == 2
-    assert report["sequential"]["images"] == 2 and report["batch"]["images"] == 4  # 1 and 2, twice
-    assert report["sequential"]["images_per_s"] > 0 and report["batch"]["images_per_s"] > 0
-    assert report["ratio"] == pytest.approx(report["batch"]["images_per_s"] / report["sequential"]["images_per_s"])
-    assert report["batch"]["precision"] == "fp32"  # the suite's DGIQA_PRECISION (conftest)
+    flows = report["flows"]
+    assert list(flows) == ["authors", "torch-fp32", "exact", "default"]
+    assert flows["authors"]["images"] == 2 and flows["default"]["images"] == 4  # 1 and 2, twice
+    for row in flows.values():
+        assert row["images_per_s"] > 0
+        assert row["x_authors"] == pytest.approx(row["images_per_s"] / flows["authors"]["images_per_s"])
+        assert 0 < row["share_of_limit"] < 1.5
+    assert (flows["torch-fp32"]["backend"], flows["torch-fp32"]["precision"]) == ("torch", "fp32")
+    assert (flows["exact"]["backend"], flows["exact"]["precision"]) == ("openvino", "fp32")
+    assert flows["default"]["precision"] == ("bf16" if cpu_computes_bf16() else "fp32")  # auto, asked explicitly
+    assert flows["torch-fp32"]["max_drift_from_authors"] < 1e-5  # the same arithmetic, batched
+    assert flows["exact"]["max_drift_from_authors"] < 1e-4  # the exact mode's promise
+    assert flows["default"]["max_drift_from_authors"] < 1e-2

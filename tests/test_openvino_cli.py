@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, PICTURES
+from conftest import FIXTURES, PICTURES, cli_weight_args
 from typer.testing import CliRunner
 
 from dgiqa_cli.cli import app
@@ -45,10 +45,13 @@ def test_openvino_scores_equal_pytorch_scores_in_exact_mode(tmp_path, weight_arg
     assert again.exit_code == 2 and "backend=openvino" in " ".join(again.stderr.split())
 
 
-@pytest.mark.slow
-def test_export_writes_graphs_onnx_runtime_reproduces(tmp_path, weight_args, dgiqa_state):
+def test_export_writes_graphs_onnx_runtime_reproduces(tmp_path, small_weights):
+    """The command's plumbing on the small networks (their IR is in the session's cache already): the same
+    operators as the real ones, whose conversion test_backends.py checks number by number."""
+    from dgiqa_cli.weights import load_network
+
     onnxruntime = pytest.importorskip("onnxruntime")
-    args = [a for a in weight_args if a not in ("--device", "cpu")]
+    args = [a for a in cli_weight_args(small_weights["model"], small_weights["depth"]) if a not in ("--device", "cpu")]
     result = invoke("export", tmp_path / "deploy", *args, "--format", "onnx", "--json")
     assert result.exit_code == 0, result.stderr
     card = json.loads(result.stdout)
@@ -57,10 +60,7 @@ def test_export_writes_graphs_onnx_runtime_reproduces(tmp_path, weight_args, dgi
     session = onnxruntime.InferenceSession(str(tmp_path / "deploy" / "dgiqa.onnx"))
     g = torch.Generator().manual_seed(0)
     rgb, depth = torch.randn(2, 3, 224, 224, generator=g), torch.randn(2, 3, 224, 224, generator=g)
-    from dgiqa_cli.models import build_model
-
-    model = build_model("dgiqa")
-    model.load_state_dict(dgiqa_state)
+    model = load_network(small_weights["model"]).network
     with torch.no_grad():
         expected = model(rgb, depth).numpy()
     (got,) = session.run(None, {"rgb": rgb.numpy(), "depth": depth.numpy()})

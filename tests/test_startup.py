@@ -167,27 +167,27 @@ def test_cached_networks_score_without_building_pytorch(converted, small_weights
     assert builds == ["dgiqa"]
 
 
-@pytest.mark.slow  # a second conversion of the small DGIQA (about a minute on the shared machine)
 def test_damaged_cached_network_is_rebuilt_not_trusted(converted, small_weights, builds, caplog):
     from dgiqa_cli.inference.backends import default_cache_dir
     from dgiqa_cli.inference.backends.openvino_runtime import arch_fields, entry_key
     from dgiqa_cli.weights import load_network
 
     pictures, expected = converted
-    sha = load_network(small_weights["model"], lazy=True).sha256
-    weights = default_cache_dir() / "ir" / entry_key(arch_fields("dgiqa", sha)) / "model.bin"
+    sha = load_network(small_weights["depth"], "depth", lazy=True).sha256
+    weights = default_cache_dir() / "ir" / entry_key(arch_fields("depth-anything-vits", sha)) / "model.bin"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x7f" * 64  # same size, wrong numbers
     weights.write_bytes(bytes(data))
     with caplog.at_level("WARNING", logger="dgiqa"):
         model = _openvino_model(small_weights)
-    assert model.network.source == "converted" and model.depth.source == "cache" and builds == ["dgiqa"]
+    assert model.network.source == "cache" and model.depth.source == "converted"
+    assert builds == ["depth-anything-vits"]
     assert [r.getMessage() for r in caplog.records if "converting" in r.getMessage()] == [
-        f"converting {small_weights['model']} (dgiqa) for OpenVINO: once for these weights on this machine, "
-        f"then cached in {default_cache_dir()}"
+        f"converting {small_weights['depth']} (depth-anything-vits) for OpenVINO: once for these weights on this "
+        f"machine, then cached in {default_cache_dir()}"
     ]
     np.testing.assert_allclose(model(pictures).numpy(), expected, atol=1e-5)
-    assert _openvino_model(small_weights).network.source == "cache"
+    assert _openvino_model(small_weights).depth.source == "cache"
 
 
 def _decoded(rgb):
@@ -199,11 +199,17 @@ def _decoded(rgb):
 def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_weights):
     """OpenVINO runs a damaged compiled blob silently (wrong scores): ours are checked against their sha256."""
     from dgiqa_cli.inference.backends import default_cache_dir
+    from dgiqa_cli.inference.backends.openvino_runtime import arch_fields, entry_key
+    from dgiqa_cli.weights import load_network
 
     pictures, expected = converted
     _openvino_model(small_weights)  # a start from the cache saves the compiled blobs
-    blobs = sorted((default_cache_dir() / "ir").glob("*/compiled-*.blob"))
-    assert blobs
+    entries = []  # this model's two entries (the session's cache holds other tests' too)
+    for kind, arch in (("model", "dgiqa"), ("depth", "depth-anything-vits")):
+        sha = load_network(small_weights[kind], kind, lazy=True).sha256
+        entries.append(default_cache_dir() / "ir" / entry_key(arch_fields(arch, sha)))
+    blobs = sorted(blob for entry in entries for blob in entry.glob("compiled-*.blob"))
+    assert len(blobs) == 2
     damaged = {}
     for blob in blobs:
         data = bytearray(blob.read_bytes())
