@@ -137,9 +137,10 @@ def batch_flow(runner: BatchRunner, paths: list[str], scores: dict):
     return work
 
 
-# Arithmetic per image (GFLOP, PERF_NOTES.md): Depth Anything at 518 x 686, and DGIQA per 224 crop.
-DEPTH_GFLOP = {"vits": 210.0, "vitl": 1850.0}
-DGIQA_GFLOP_PER_CROP = 22.0
+# Arithmetic per image (GFLOP, PERF_NOTES.md): about 650 with ViT-S depth and 20 crops, of which DGIQA's 20
+# crops are about 482 (24.1 a crop); Depth Anything at 518 x 686 is the rest (168; 1808 for ViT-L, of 2290).
+DEPTH_GFLOP = {"vits": 168.0, "vitl": 1808.0}
+DGIQA_GFLOP_PER_CROP = 24.1
 
 
 def matmul_peak(size: int = 2048, repeats: int = 5) -> dict:

@@ -273,7 +273,8 @@ def test_broken_openvino_install_falls_back(tmp_path):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
         from dgiqa_cli.inference.backends import accelerate, pick_backend
         from dgiqa_cli.models import build_model
-        module = build_model("life-iqa")
+        from dgiqa_cli.models.seeded_weights import SMALL_CONFIGS
+        module = build_model("life-iqa", **SMALL_CONFIGS["life-iqa"])
         print("backend", pick_backend("auto", "cpu"))
         print("same", accelerate(module, "life-iqa", precision="fp32", weights_sha256="e" * 64) is module)
         """
