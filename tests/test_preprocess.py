@@ -70,6 +70,14 @@ def test_normalisation_is_imagenet():
     torch.testing.assert_close(pp.normalize_uint8(batch), expected)
 
 
+def test_normalisation_in_numpy_gives_the_same_bits():
+    """What OpenVINO networks get (arrays) is what PyTorch networks get (tensors), bit for bit."""
+    batch = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    got = pp.normalize_uint8_array(batch)
+    assert got.dtype == np.float32 and got.shape == (3, 3, 224, 224) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, pp.normalize_uint8(torch.from_numpy(batch)).numpy())
+
+
 @pytest.mark.parametrize(
     ("size", "expected"),
     [

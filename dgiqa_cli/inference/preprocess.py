@@ -110,6 +110,15 @@ def normalize_uint8(batch: torch.Tensor) -> torch.Tensor:
     return x.sub_(mean).div_(std)
 
 
+def normalize_uint8_array(batch: np.ndarray) -> np.ndarray:
+    """:func:`normalize_uint8` in NumPy, in the same float32 operations (the same bits): for networks that take
+    arrays (OpenVINO), where torch operations would wake PyTorch's threads to compete with OpenVINO's."""
+    mean = np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.array(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray((x - mean) / std)
+
+
 def depth_input_size(height: int, width: int, side: int = DEPTH_SIDE, multiple: int = PATCH) -> tuple[int, int]:
     """Depth Anything's 'lower bound' resize: both sides >= ``side``, aspect kept, multiples of 14."""
     scale = max(side / height, side / width)
