@@ -56,7 +56,7 @@ def cache() -> Path:
 
 @pytest.fixture(scope="session")
 def shas(weights_dir) -> dict[str, str]:
-    from dgiqa_cli.weights.files import sha256_of
+    from dgiqa_cli.weights.digests import sha256_of
 
     return {
         "dgiqa": sha256_of(weights_dir / "DGIQA_standin.pth"),

@@ -10,8 +10,9 @@ from conftest import FIXTURES, prefill_hub_cache
 from safetensors.torch import save_file
 
 from dgiqa_cli.weights import WeightsError
+from dgiqa_cli.weights.digests import sha256_of
 from dgiqa_cli.weights.download import HubLocation, parse_hf_uri
-from dgiqa_cli.weights.files import ResolvedWeights, read_state_dict, sha256_of, verify_sha256
+from dgiqa_cli.weights.files import ResolvedWeights, read_state_dict, verify_sha256
 from dgiqa_cli.weights.registry import default_model_name, depth_entries, model_entries
 from dgiqa_cli.weights.resolve import resolve_weights
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from dgiqa_cli.cli.weights import weights_app
 from dgiqa_cli.weights import WeightsError
-from dgiqa_cli.weights.files import read_state_dict, sha256_of
+from dgiqa_cli.weights.digests import sha256_of
+from dgiqa_cli.weights.files import read_state_dict
 from dgiqa_cli.weights.registry import local_entries
 from dgiqa_cli.weights.resolve import resolve_weights
 

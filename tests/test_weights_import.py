@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from dgiqa_cli.cli.weights import weights_app
 from dgiqa_cli.models import build_model
 from dgiqa_cli.weights import WeightsError
-from dgiqa_cli.weights.files import load_into, sha256_of
+from dgiqa_cli.weights.digests import sha256_of
+from dgiqa_cli.weights.files import load_into
 from dgiqa_cli.weights.registry import local_entries
 from dgiqa_cli.weights.resolve import resolve_weights
 

@@ -445,7 +445,7 @@ class Run:
 
 
 def default_cache_dir() -> Path:
-    from dgiqa_cli.weights.release import cache_root
+    from dgiqa_cli.weights.digests import cache_root
 
     return cache_root() / "depth-maps"
 

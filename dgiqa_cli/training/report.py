@@ -19,7 +19,7 @@ from dgiqa_cli.io.atomic import atomic_write
 from dgiqa_cli.models.spec import spec_for
 from dgiqa_cli.version import __version__
 from dgiqa_cli.weights.card import model_card
-from dgiqa_cli.weights.files import sha256_of
+from dgiqa_cli.weights.digests import sha256_of
 from dgiqa_cli.weights.hubformat import CONFIG_FILE, CONFIG_FORMAT, CONFIG_FORMAT_VERSION, DEFAULT_HUB_FILE
 from dgiqa_cli.weights.importing import dtype_names, storable_state_dict
 from dgiqa_cli.weights.registry import model_entries

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dgiqa_cli.errors import WeightsError
-from dgiqa_cli.weights.files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict, sha256_of
+from dgiqa_cli.weights.digests import sha256_of
+from dgiqa_cli.weights.files import ResolvedWeights, checksum_remedy, load_checked, read_state_dict
 from dgiqa_cli.weights.importing import detect_arch, dtype_names, infer_model_config, known_release, parameter_count
 from dgiqa_cli.weights.registry import RegistryEntry
 from dgiqa_cli.weights.resolve import resolve_any

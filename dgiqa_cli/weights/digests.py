@@ -30,10 +30,14 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+CACHE_ENV = "DGIQA_CACHE"
+
+
 def cache_root() -> Path:
-    """``$DGIQA_CACHE``, else the per-user cache folder (``~/.cache/dgiqa`` on Linux), as the environment says now."""
-    if os.environ.get("DGIQA_CACHE"):
-        return Path(os.environ["DGIQA_CACHE"]).expanduser()
+    """``$DGIQA_CACHE``, else the per-user cache folder (``~/.cache/dgiqa`` on Linux), as the environment says now:
+    downloads, compiled networks, depth maps and these records all live under it."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
     from platformdirs import user_cache_path
 
     return user_cache_path("dgiqa", appauthor=False)

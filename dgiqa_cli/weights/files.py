@@ -19,7 +19,7 @@ from torch import nn
 
 from dgiqa_cli.errors import WeightsError
 from dgiqa_cli.models import build_model, checkpoint_filter
-from dgiqa_cli.weights.digests import file_sha256, sha256_of  # noqa: F401 - sha256_of: its old home, still imported from here
+from dgiqa_cli.weights.digests import file_sha256
 from dgiqa_cli.weights.registry import RegistryEntry
 
 

@@ -23,7 +23,8 @@ import torch
 from dgiqa_cli.errors import UnknownWeightsError, WeightsError
 from dgiqa_cli.models import ARCHITECTURES, DEPTH_ENCODERS, SPECS, checkpoint_filter, detect_architecture
 from dgiqa_cli.version import __version__
-from dgiqa_cli.weights.files import ResolvedWeights, load_checked, read_state_dict, sha256_of
+from dgiqa_cli.weights.digests import sha256_of
+from dgiqa_cli.weights.files import ResolvedWeights, load_checked, read_state_dict
 from dgiqa_cli.weights.hubformat import (
     CONFIG_FILE,
     CONFIG_FORMAT,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from dgiqa_cli.errors import UnknownWeightsError, WeightsError
 from dgiqa_cli.weights.card import model_card
+from dgiqa_cli.weights.digests import sha256_of
 from dgiqa_cli.weights.download import _transport_errors, hub_endpoint, hub_offline
-from dgiqa_cli.weights.files import sha256_of
 from dgiqa_cli.weights.hubformat import CONFIG_FILE, DEFAULT_HUB_FILE, kind_of_arch, read_config
 from dgiqa_cli.weights.registry import RegistryEntry, RegistryError, find_entry, save_local_entry
 

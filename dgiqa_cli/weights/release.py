@@ -37,10 +37,9 @@ from urllib.parse import quote, urlsplit
 
 from dgiqa_cli.errors import WeightsError
 from dgiqa_cli.io.atomic import PendingFile, atomic_write
-from dgiqa_cli.weights.digests import cache_root, sha256_of  # cache_root: imported from here by others
+from dgiqa_cli.weights.digests import CACHE_ENV, cache_root, sha256_of
 from dgiqa_cli.weights.registry import RegistryEntry, Source
 
-ENV_CACHE = "DGIQA_CACHE"
 ENV_MIRROR = "DGIQA_MIRROR"
 ENV_TIMEOUT = "DGIQA_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0
@@ -184,7 +183,7 @@ def release_info(entry: RegistryEntry, *, check: bool = True) -> dict | None:
             "recorded": f"first download on {record.get('downloaded_at', '?')[:10]}",
             "source": source.url,
             "downloaded_from": record.get("downloaded_from", source.url),
-            "ok": (_sha256_file(path) == sha) if check else None,
+            "ok": (sha256_of(path) == sha) if check else None,
         }
     return None
 
@@ -212,7 +211,7 @@ def fetch_release(
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(f"{weights_cache_dir()}: cannot write to the dgiqa cache ({exc}); set {ENV_CACHE}") from None
+        raise WeightsError(f"{weights_cache_dir()}: cannot write to the dgiqa cache ({exc}); set {CACHE_ENV}") from None
     lock = FileLock(str(lock_file))
     try:
         lock.acquire(timeout=0.5)
@@ -244,7 +243,7 @@ def _remove_stale_temporaries(entry: RegistryEntry, source: Source) -> None:
 
 
 def verify_cached(entry: RegistryEntry, source: Source, path: Path, record: dict) -> ReleaseFile:
-    actual = _sha256_file(path)
+    actual = sha256_of(path)
     expected = expected_sha256(entry, source)
     again = f"`dgiqa weights download {entry.name} --force`"
     if expected and actual != expected:
@@ -268,7 +267,7 @@ def _download(entry: RegistryEntry, source: Source) -> ReleaseFile:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(f"{path.parent}: cannot write to the dgiqa cache ({exc}); set {ENV_CACHE}") from None
+        raise WeightsError(f"{path.parent}: cannot write to the dgiqa cache ({exc}); set {CACHE_ENV}") from None
     pending: list[PendingFile] = []
     try:
         fetched = PendingFile(path, prefix=f".{path.name}.part-")
@@ -284,7 +283,7 @@ def _download(entry: RegistryEntry, source: Source) -> ReleaseFile:
             fetched.discard()  # the archive is not kept: only the member
         else:
             out, member = fetched, ""
-            sha, size = _sha256_file(out.temp), out.temp.stat().st_size
+            sha, size = sha256_of(out.temp), out.temp.stat().st_size
         expected = expected_sha256(entry, source)
         if expected and sha != expected:
             raise WeightsError(
@@ -305,7 +304,7 @@ def _download(entry: RegistryEntry, source: Source) -> ReleaseFile:
         _write_json_atomic(record_path(path), record)
         out.commit()
     except OSError as exc:
-        raise WeightsError(f"{path.parent}: cannot write to the dgiqa cache ({exc}); set {ENV_CACHE}") from None
+        raise WeightsError(f"{path.parent}: cannot write to the dgiqa cache ({exc}); set {CACHE_ENV}") from None
     finally:
         for leftover in pending:
             leftover.discard()  # a no-op for the one committed
@@ -445,10 +444,6 @@ class _CappedFile:
 
     def flush(self) -> None:
         self._file.flush()
-
-
-def _sha256_file(path: Path) -> str:
-    return sha256_of(path)
 
 
 # -- messages -------------------------------------------------------------------------------------

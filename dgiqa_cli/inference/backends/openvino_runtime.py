@@ -38,11 +38,10 @@ from torch import nn
 from dgiqa_cli.inference.backends.graphs import NetworkGraph, graph_io, input_spec, network_graph
 from dgiqa_cli.io.atomic import atomic_path, atomic_write
 from dgiqa_cli.version import __version__
-from dgiqa_cli.weights.digests import file_sha256, sha256_of
+from dgiqa_cli.weights.digests import cache_root, file_sha256, sha256_of
 
 log = logging.getLogger("dgiqa")
 
-CACHE_ENV = "DGIQA_CACHE"
 CACHE_FORMAT = 1
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "fp32": "FP32"}
@@ -53,12 +52,8 @@ class BackendUnavailable(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    """``openvino`` in dgiqa's cache: ``$DGIQA_CACHE`` if set, else the per-user cache folder (``platformdirs``)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "openvino"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("dgiqa")) / "openvino"
+    """``openvino`` in dgiqa's cache (``$DGIQA_CACHE``, else the per-user cache folder)."""
+    return cache_root() / "openvino"
 
 
 _core = None
