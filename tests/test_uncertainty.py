@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from test_batch import invoke, picture_folder
 
-from dgiqa_cli.inference.scorer import crop_spread
+from dgiqa_cli.inference.scorer import crop_spread, student_t_975
 from dgiqa_cli.io.rows import FIELDS, read_csv
 
 
@@ -20,6 +20,12 @@ def test_spread_is_the_t_interval_of_the_crop_mean():
     low, high = stats.t.interval(0.95, len(crops) - 1, loc=crops.mean(), scale=stats.sem(crops))
     assert spread["score_std"] == pytest.approx(crops.std(ddof=1), rel=1e-12)
     assert (spread["score_ci95_low"], spread["score_ci95_high"]) == pytest.approx((low, high), rel=1e-12)
+
+
+@pytest.mark.parametrize("df", [*range(1, 130), 199, 499, 999, 4999])
+def test_the_t_quantile_is_scipys(df):
+    """Computed without scipy (whose import cost every process's first score a second), to scipy's value."""
+    assert student_t_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
 
 
 def test_one_crop_has_no_spread_and_equal_crops_have_none_either():
