@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import DEPTH_GFLOP, DGIQA_GFLOP_PER_CROP, matmul_peak, standin_weights  # noqa: E402
 
 from dgiqa_cli.inference.backends import accelerate  # noqa: E402
-from dgiqa_cli.inference.backends.openvino_runtime import arch_fields, core, default_cache_dir, entry_key  # noqa: E402
+from dgiqa_cli.inference.backends.openvino_runtime import core, entry_folder  # noqa: E402
 from dgiqa_cli.weights import load_network  # noqa: E402
 
 CONFIG = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         for arch, weights, kind, inputs, gflop in cases:
             loaded = load_network(weights, kind)
             accelerate(loaded.network, arch, precision="bf16", weights_sha256=loaded.sha256)  # into the cache
-            xml = default_cache_dir() / "ir" / entry_key(arch_fields(arch, loaded.sha256)) / "model.xml"
+            xml = entry_folder(arch, loaded.sha256) / "model.xml"
             for layout in ("dynamic", "fixed"):
                 model = core().read_model(str(xml))
                 if layout == "fixed":

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-from dgiqa_cli.inference.backends import OpenVINONetwork, accelerate, graphs, pick_backend, supports_precision
+from dgiqa_cli.inference.backends import OpenVINONetwork, accelerate, pick_backend, supports_precision
 from dgiqa_cli.inference.backends.export import export_networks
 from dgiqa_cli.inference.backends.graphs import traceable_pos_embed
 from dgiqa_cli.inference.backends.openvino_runtime import (
-    _read_verified,
+    _verified,
     core,
     default_cache_dir,
     entry_fields,
-    entry_key,
+    entry_folder,
 )
 from dgiqa_cli.models import build_model
 from dgiqa_cli.weights import load_network
@@ -173,10 +173,6 @@ def test_bf16_fast_mode(ov_dgiqa, dgiqa_module, cache, shas):
     assert 0 < drift < 5e-3  # bf16 really ran, and stays near the reference
 
 
-def _entry_folder(cache: Path, module, arch: str, sha: str) -> Path:
-    return cache / "ir" / entry_key(entry_fields(graphs.network_graph(module, arch), sha))
-
-
 @pytest.mark.parametrize(
     "damage",
     [
@@ -190,13 +186,13 @@ def _entry_folder(cache: Path, module, arch: str, sha: str) -> Path:
 def test_damaged_cache_entry_is_never_trusted(ov_dgiqa, dgiqa_module, cache, tmp_path, damage, shas):
     import shutil
 
-    folder = _entry_folder(cache, dgiqa_module, "dgiqa", shas["dgiqa"])
+    folder = entry_folder("dgiqa", shas["dgiqa"], cache)
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
-    fields = entry_fields(graphs.network_graph(dgiqa_module, "dgiqa"), shas["dgiqa"])
-    assert _read_verified(copy, fields) is not None
+    fields = entry_fields("dgiqa", shas["dgiqa"])
+    assert _verified(copy, fields) and core().read_model(str(copy / "model.xml")) is not None
     damage(copy)
-    assert _read_verified(copy, fields) is None
+    assert not _verified(copy, fields)
 
 
 def test_damaged_cache_entry_is_rebuilt(small, cache, tmp_path):
@@ -204,8 +200,8 @@ def test_damaged_cache_entry_is_rebuilt(small, cache, tmp_path):
 
     arch = "depth-anything-vits"
     depth_module, sha = small[arch]
-    folder = _entry_folder(tmp_path, depth_module, arch, sha)
-    shutil.copytree(_entry_folder(cache, depth_module, arch, sha), folder)
+    folder = entry_folder(arch, sha, tmp_path)
+    shutil.copytree(entry_folder(arch, sha, cache), folder)
     weights = bytearray((folder / "model.bin").read_bytes())
     weights[len(weights) // 2 : len(weights) // 2 + 64] = b"\x7f" * 64  # silent corruption: same size, wrong numbers
     (folder / "model.bin").write_bytes(bytes(weights))

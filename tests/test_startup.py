@@ -169,12 +169,12 @@ def test_cached_networks_score_without_building_pytorch(converted, small_weights
 
 def test_damaged_cached_network_is_rebuilt_not_trusted(converted, small_weights, builds, caplog):
     from dgiqa_cli.inference.backends import default_cache_dir
-    from dgiqa_cli.inference.backends.openvino_runtime import arch_fields, entry_key
+    from dgiqa_cli.inference.backends.openvino_runtime import entry_folder
     from dgiqa_cli.weights import load_network
 
     pictures, expected = converted
     sha = load_network(small_weights["depth"], "depth", lazy=True).sha256
-    weights = default_cache_dir() / "ir" / entry_key(arch_fields("depth-anything-vits", sha)) / "model.bin"
+    weights = entry_folder("depth-anything-vits", sha) / "model.bin"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x7f" * 64  # same size, wrong numbers
     weights.write_bytes(bytes(data))
@@ -198,8 +198,7 @@ def _decoded(rgb):
 
 def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_weights):
     """OpenVINO runs a damaged compiled blob silently (wrong scores): ours are checked against their sha256."""
-    from dgiqa_cli.inference.backends import default_cache_dir
-    from dgiqa_cli.inference.backends.openvino_runtime import arch_fields, entry_key
+    from dgiqa_cli.inference.backends.openvino_runtime import entry_folder
     from dgiqa_cli.weights import load_network
 
     pictures, expected = converted
@@ -207,7 +206,7 @@ def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_we
     entries = []  # this model's two entries (the session's cache holds other tests' too)
     for kind, arch in (("model", "dgiqa"), ("depth", "depth-anything-vits")):
         sha = load_network(small_weights[kind], kind, lazy=True).sha256
-        entries.append(default_cache_dir() / "ir" / entry_key(arch_fields(arch, sha)))
+        entries.append(entry_folder(arch, sha))
     blobs = sorted(blob for entry in entries for blob in entry.glob("compiled-*.blob"))
     assert len(blobs) == 2
     damaged = {}

@@ -108,13 +108,8 @@ def state_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def entry_fields(graph: NetworkGraph, weights_sha256: str) -> dict:
-    """What a cached IR depends on; the cache key is a digest of exactly this."""
-    return arch_fields(graph.arch, weights_sha256)
-
-
-def arch_fields(arch: str, weights_sha256: str) -> dict:
-    """:func:`entry_fields` from the architecture's name alone (no network needed to look the cache up)."""
+def entry_fields(arch: str, weights_sha256: str) -> dict:
+    """What a cached IR depends on; the cache key is a digest of exactly this (no network needed to compute it)."""
     return {
         "format": CACHE_FORMAT,
         "arch": arch,
@@ -128,6 +123,12 @@ def arch_fields(arch: str, weights_sha256: str) -> dict:
 def entry_key(fields: dict) -> str:
     blob = json.dumps(fields, sort_keys=True).encode()
     return f"{fields['arch']}-{hashlib.sha256(blob).hexdigest()[:24]}"
+
+
+def entry_folder(arch: str, weights_sha256: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the cache entry of ``arch`` with these weights lives (whether or not it is there yet)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "ir" / entry_key(entry_fields(arch, weights_sha256))
 
 
 def convert(graph: NetworkGraph):
@@ -171,20 +172,23 @@ def _verified(folder: Path, fields: dict) -> bool:
         return False
 
 
-def _read_verified(folder: Path, fields: dict):
-    """The cached model in ``folder`` if its entry matches ``fields`` and its files their digests; else None."""
-    if not _verified(folder, fields):
-        return None
-    try:
-        return core().read_model(str(folder / "model.xml"))
-    except (OSError, RuntimeError):
-        return None
+def _sound_entry(folder: Path, fields: dict) -> bool:
+    """Whether ``folder`` holds a verified entry for ``fields``. A damaged one is deleted (to be rebuilt), never
+    trusted."""
+    if not folder.exists():
+        return False
+    if _verified(folder, fields):
+        return True
+    log.info("OpenVINO cache entry %s failed its check: rebuilding it", folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return False
 
 
-def _write_entry(root: Path, folder: Path, model, fields: dict) -> None:
+def _write_entry(folder: Path, model, fields: dict) -> None:
     """Save ``model`` as ``folder`` atomically: a temporary folder beside it, then one ``os.replace``."""
     import openvino
 
+    root = folder.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
     try:
@@ -202,23 +206,18 @@ def _write_entry(root: Path, folder: Path, model, fields: dict) -> None:
 def load_or_convert(graph: NetworkGraph, weights_sha256: str, cache_dir: Path | None = None):
     """The OpenVINO model for ``graph``: from the disk cache when a verified entry exists, else converted
     (and cached). Returns ``(model, source)`` with source ``"cache"`` or ``"converted"``."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fields = entry_fields(graph, weights_sha256)
-    folder = root / "ir" / entry_key(fields)
-    if folder.exists():
-        model = _read_verified(folder, fields)
-        if model is not None:
-            return model, "cache"
-        log.info("OpenVINO cache entry %s failed its check: rebuilding it", folder)
-        shutil.rmtree(folder, ignore_errors=True)
+    fields, folder = entry_fields(graph.arch, weights_sha256), entry_folder(graph.arch, weights_sha256, cache_dir)
+    if _sound_entry(folder, fields):
+        with contextlib.suppress(OSError, RuntimeError):  # unreadable after all: converted again below
+            return core().read_model(str(folder / "model.xml")), "cache"
     started = time.perf_counter()
     model = convert(graph)
     check_conversion(graph, model)
     log.info("converted %s for OpenVINO in %.1f s", graph.arch, time.perf_counter() - started)
     try:
-        _write_entry(root / "ir", folder, model, fields)
+        _write_entry(folder, model, fields)
     except OSError as exc:  # a read-only or full disk costs the next start its speed, not this run
-        log.info("could not cache the converted %s in %s: %s", graph.arch, root, exc)
+        log.info("could not cache the converted %s in %s: %s", graph.arch, folder.parent, exc)
     return model, "converted"
 
 
@@ -296,8 +295,11 @@ def openvino_network(
     """Convert (or load from the cache) and compile ``module``; raises :class:`BackendUnavailable`."""
     check_usable(precision)
     graph = network_graph(module.eval(), arch)
-    model, source = load_or_convert(graph, weights_sha256 or state_digest(module), cache_dir)
-    compiled = core().compile_model(model, "CPU", compile_config(precision, threads))
+    weights_sha256 = weights_sha256 or state_digest(module)
+    model, source = load_or_convert(graph, weights_sha256, cache_dir)
+    folder, config = entry_folder(arch, weights_sha256, cache_dir), compile_config(precision, threads)
+    # Compiled through the entry when it was saved, so that its compiled blob is saved now, not by the next start.
+    compiled = compile_entry(folder, config) if folder.exists() else core().compile_model(model, "CPU", config)
     return OpenVINONetwork(module, arch, compiled, precision, source)
 
 
@@ -325,14 +327,8 @@ def cached_network(
     there is no entry (or a damaged one, then deleted). ``load_module`` makes the PyTorch module if a caller
     asks for what only it gives (attention maps). Raises :class:`BackendUnavailable`."""
     check_usable(precision)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fields = arch_fields(arch, weights_sha256)
-    folder = root / "ir" / entry_key(fields)
-    if not folder.exists():
-        return None
-    if not _verified(folder, fields):
-        log.info("OpenVINO cache entry %s failed its check: rebuilding it", folder)
-        shutil.rmtree(folder, ignore_errors=True)
+    folder = entry_folder(arch, weights_sha256, cache_dir)
+    if not _sound_entry(folder, entry_fields(arch, weights_sha256)):
         return None
     compiled = compile_entry(folder, compile_config(precision, threads))
     return OpenVINONetwork(None, arch, compiled, precision, "cache", load_module)
