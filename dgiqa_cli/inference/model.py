@@ -59,14 +59,11 @@ def default_weights_for(family: str) -> str:
 def load_scoring_weights(weights: str | os.PathLike | None, family: str | None = None, *, load=None) -> LoadedNetwork:
     """The scoring network's weights (a registry name, a file, a Hub folder, ``hf://``), checked to be a family's.
 
-    ``load``: the loader (default :func:`~dgiqa_cli.weights.load_network`)."""
+    ``load``: the loader (default :func:`~dgiqa_cli.weights.load_network`; training passes it itself so that its
+    networks are its own)."""
     if family is not None:
         spec_for(family)  # a UsageError naming the families
-    return check_family((load or load_network)(weights or default_weights_for(family or "dgiqa"), "model"), family)
-
-
-def check_family(loaded: LoadedNetwork, family: str | None) -> LoadedNetwork:
-    """``loaded`` if it holds a scoring family's weights (``family``'s, when given); else a WeightsError."""
+    loaded = (load or load_network)(weights or default_weights_for(family or "dgiqa"), "model")
     if loaded.arch not in FAMILIES or (family is not None and loaded.arch != family):
         wanted = family or " or ".join(FAMILIES)
         raise WeightsError(f"{loaded.label}: holds {loaded.arch} weights, not {wanted} weights")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from dgiqa_cli.errors import UsageError
-from dgiqa_cli.inference.model import check_family, load_depth_stage
+from dgiqa_cli.inference.model import load_depth_stage, load_scoring_weights
 from dgiqa_cli.models import build_model, spec_for
 from dgiqa_cli.weights import LoadedNetwork, WeightsError, load_network
 
@@ -39,8 +39,6 @@ def load_initial(
 ) -> Initial:
     """``init``: a registry name, a file, a Hub-format folder, ``hf://...``, or ``imagenet`` (timm's ImageNet
     backbones, downloaded from the Hub unless ``backbone_weights`` names a local file of them)."""
-    if model is not None:
-        spec_for(model)  # a UsageError naming the families
     if init == IMAGENET:
         spec = spec_for(model or "dgiqa")
         network = build_model(spec.family)
@@ -50,8 +48,9 @@ def load_initial(
     else:
         if backbone_weights is not None:
             raise UsageError("backbone weights are for an ImageNet start (init 'imagenet')")
-        # Its own copy, loaded afresh: training changes the network (a scorer's may be shared).
-        loaded = check_family(load_network(init, "model"), model)
+        # Its own copy, loaded afresh (weights.load_network itself): training changes the network, which a
+        # scorer's loader may share.
+        loaded = load_scoring_weights(init, model, load=load_network)
         spec = spec_for(loaded.arch)
         config = loaded.card.config
         initial = Initial(
