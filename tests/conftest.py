@@ -125,7 +125,7 @@ def write_hub_folder(folder: Path, arch: str, state: dict, model_config: dict, *
 
 @pytest.fixture(scope="session")
 def small_weights(tmp_path_factory, golden) -> dict[str, Path]:
-    """DGIQA and ViT-S depth stand-ins in miniature (``standin.SMALL_CONFIGS``: the same code paths at a
+    """DGIQA and ViT-S depth stand-ins in miniature (``seeded_weights.SMALL_CONFIGS``: the same code paths at a
     hundredth of the cost), as Hub-format folders, for tests of plumbing rather than numbers."""
     from dgiqa_cli.models.seeded_weights import SMALL_CONFIGS, small_state
 
@@ -144,6 +144,11 @@ def small_weights(tmp_path_factory, golden) -> dict[str, Path]:
     }
 
 
+def full_size_weights(weights_dir: Path) -> dict[str, Path]:
+    """The real-size stand-in weights: ``{"model": ..., "depth": ...}``."""
+    return {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
+
+
 def full_size(request) -> bool:
     """Whether the requesting module is marked ``full_size`` (it checks numbers of the real architectures)."""
     return request.node.get_closest_marker("full_size") is not None
@@ -153,9 +158,7 @@ def full_size(request) -> bool:
 def standin_weights(request, weights_dir, small_weights) -> dict[str, Path]:
     """The stand-in weights a test module scores with: ``{"model": ..., "depth": ...}``, small unless the
     module is marked ``full_size``."""
-    if full_size(request):
-        return {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
-    return small_weights
+    return full_size_weights(weights_dir) if full_size(request) else small_weights
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +176,7 @@ def one_crop_scorer(weights: dict[str, Path]):
 @pytest.fixture(scope="session")
 def full_size_scorer(weights_dir):
     """A CPU Scorer on the real-size stand-in weights, one crop per image."""
-    return one_crop_scorer(
-        {"model": weights_dir / "DGIQA_standin.pth", "depth": weights_dir / "depth_anything_vits14.pth"}
-    )
+    return one_crop_scorer(full_size_weights(weights_dir))
 
 
 @pytest.fixture(scope="session")
@@ -261,7 +262,7 @@ def life_iqa_file(tmp_path_factory, golden) -> Path:
 
 @pytest.fixture(scope="session")
 def small_life_iqa(tmp_path_factory, golden) -> Path:
-    """Life-IQA in miniature (``standin.SMALL_CONFIGS``) as a Hub-format folder, backbone twins equal as in
+    """Life-IQA in miniature (``seeded_weights.SMALL_CONFIGS``) as a Hub-format folder, backbone twins equal as in
     ``life_iqa_file``; stored once per twin pair (safetensors refuses shared tensors), as ``weights import`` does."""
     from dgiqa_cli.models.seeded_weights import SMALL_CONFIGS, small_state
 
