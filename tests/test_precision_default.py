@@ -5,7 +5,9 @@ variable is removed, so the default is what a user gets."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -27,16 +29,33 @@ def no_env(monkeypatch):
     monkeypatch.delenv("DGIQA_PRECISION", raising=False)
 
 
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+def test_native_bf16_is_what_pytorch_and_openvino_report():
+    """Read from the kernel's CPU flags where there are some, so that choosing imports no PyTorch; PyTorch's CPU
+    checks and OpenVINO's capabilities say the same."""
+    from dgiqa_cli.inference.backends.openvino_runtime import cpu_capabilities
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    assert any(getattr(torch.cpu, check, lambda: False)() for check in checks) == NATIVE
+    assert ("BF16" in cpu_capabilities()) == NATIVE
 
 
-@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's /proc/cpuinfo")
-def test_native_bf16_is_what_the_cpu_reports():
-    assert bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) == NATIVE
+CHOOSE = """
+import sys
+from dgiqa_cli.inference.runtime import pick_device, pick_precision
+device = pick_device("auto")
+print(device, device.type, pick_precision("auto", device), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or any(map(os.path.exists, runtime.GPU_DEVICE_FILES)), reason="a GPU driver is present"
+)
+def test_choosing_the_cpu_and_its_precision_imports_no_pytorch(no_env):
+    """PyTorch sees no GPU where no GPU driver left its device files: then auto is the CPU, and finding that
+    out costs no PyTorch import (1-3 s)."""
+    done = subprocess.run([sys.executable, "-c", CHOOSE], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["cpu", "cpu", "bf16" if NATIVE else "fp32", "False"]
+    assert not torch.cuda.is_available()  # what PyTorch itself says here
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -97,3 +98,28 @@ def test_depth_picture_is_min_max_scaled_and_truncated():
     picture = pp.depth_to_uint8(depth, 2, 2)
     assert picture.dtype == torch.uint8
     assert picture.tolist() == [[0, 63], [127, 255]]  # 255 * v / (4 + 1e-8), truncated
+
+
+@pytest.mark.parametrize(
+    ("depth_shape", "picture"), [((37, 49), (540, 720)), ((518, 686), (300, 400)), ((92, 37), (4000, 1600))]
+)
+def test_depth_picture_in_numpy_matches_pytorch(depth_shape, picture):
+    """The OpenVINO path's twin (OpenCV's bilinear, whose weights round differently in the last bits): within
+    2e-6 of the depth range before truncation, so a pixel may move by one grey level, and only a rare one."""
+    rng = np.random.default_rng(sum(depth_shape))
+    smooth = np.cumsum(np.cumsum(rng.random(depth_shape, dtype=np.float32), 0), 1)  # a depth-like ramp
+    depth = (smooth / smooth.max() * 7.5).astype(np.float32)
+    ours = pp.depth_to_uint8_array(depth, *picture)
+    reference = pp.depth_to_uint8(torch.from_numpy(depth), *picture).numpy()
+    assert ours.dtype == np.uint8 and ours.shape == picture
+    differs = ours.astype(int) - reference
+    assert np.abs(differs).max() <= 1 and np.count_nonzero(differs) <= 1e-3 * differs.size
+    full = torch.nn.functional.interpolate(torch.from_numpy(depth)[None, None], picture, mode="bilinear")[0, 0]
+    resized = cv2.resize(depth, picture[::-1], interpolation=cv2.INTER_LINEAR)
+    assert np.abs(resized - full.numpy()).max() <= 2e-6 * (depth.max() - depth.min())
+
+
+def test_flat_depth_gives_a_black_picture_in_both():
+    depth = np.full((20, 30), 3.0, np.float32)
+    assert not pp.depth_to_uint8_array(depth, 40, 60).any()
+    assert not pp.depth_to_uint8(torch.from_numpy(depth), 40, 60).any()

@@ -122,7 +122,8 @@ def test_a_gpu_number_beyond_the_gpus_present_is_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"^device cuda:7: PyTorch sees 2 CUDA GPU\(s\), numbered from 0"):
         pick_device("cuda:7")
-    assert pick_device("cuda:1") == torch.device("cuda:1")
+    assert pick_device("cuda:1") == "cuda:1" and torch.device(pick_device("cuda:1")) == torch.device("cuda:1")
+    assert (pick_device("cuda:1").type, pick_device("cuda:1").index, pick_device("cuda").index) == ("cuda", 1, None)
 
 
 def test_messages_are_never_hard_wrapped_when_stderr_is_not_a_terminal(tmp_path, weight_args):

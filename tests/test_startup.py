@@ -222,3 +222,80 @@ def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_we
         now = blob.read_bytes()
         assert now != data
         assert json.loads(blob.with_suffix(".json").read_text())["sha256"] == hashlib.sha256(now).hexdigest()
+
+
+# -- no PyTorch on the way from the cache to a score --------------------------------------------------------
+
+NO_TORCH = """
+import runpy, sys
+sys.argv = ["dgiqa", *sys.argv[1:]]
+try:
+    runpy.run_module("dgiqa_cli", run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("imported:", " ".join(sorted(m for m in ("torch", "timm", "scipy") if m in sys.modules)))
+"""
+
+
+def test_a_start_from_the_cache_never_imports_pytorch(converted, small_weights, tmp_path):
+    """PyTorch's import (1-3 s) was most of a warm start: `dgiqa score` with cached networks scores without it,
+    and gives the score the PyTorch-built model gives."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    pictures, expected = converted
+    path = tmp_path / "picture.png"
+    cv2.imwrite(str(path), pictures[0][..., ::-1])
+    args = [path, "--weights", small_weights["model"], "--depth-model", "vits"]
+    args += ["--depth-weights", small_weights["depth"], "--crops", "3", "--device", "auto", "--json"]
+    env = {**os.environ, "DGIQA_BACKEND": "openvino"}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "score", *map(str, args)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("imported:")  # neither torch nor timm nor scipy
+    (row,) = json.loads(done.stdout[: done.stdout.rindex("imported:")])
+    assert row["error"] is None and row["score"] == pytest.approx(float(expected[0]), abs=1e-5)
+
+
+def test_a_bare_checkpoints_architecture_is_read_once_per_version(small_weights, tmp_path, monkeypatch):
+    """A bare ``.pth`` names no architecture: its tensors tell, once per version of the file (kept beside its
+    sha256), so that later starts need not read it (nor import PyTorch to)."""
+    import torch
+
+    from dgiqa_cli.weights import files, load_network
+    from dgiqa_cli.weights.files import read_state_dict
+
+    monkeypatch.setenv("DGIQA_CACHE", str(tmp_path / "cache"))
+    bare = tmp_path / "bare.pth"
+    torch.save(read_state_dict(small_weights["model"] / "model.safetensors"), bare)
+    looks: list[str] = []
+    real = files.read_state_dict
+
+    def counting(path, mmap=False):
+        looks.append(os.fspath(path))
+        return real(path, mmap)
+
+    monkeypatch.setattr(files, "read_state_dict", counting)
+    assert load_network(bare, lazy=True).arch == "dgiqa" and len(looks) == 1
+    assert load_network(bare, lazy=True).arch == "dgiqa" and len(looks) == 1  # from the record
+    assert json.loads(digests.record_path(bare).read_text())["arch"] == "dgiqa"
+    bare.write_bytes(b"not a checkpoint")  # a new version of the file is looked at again, and refused
+    with pytest.raises(Exception, match="not a readable PyTorch checkpoint"):
+        load_network(bare, lazy=True)
+    assert len(looks) == 2
+
+
+def test_openvino_networks_give_what_they_are_given(converted, small_weights):
+    """Arrays in, arrays out (the scoring path, which never imports PyTorch); tensors in, tensors out."""
+    import torch
+
+    network = _openvino_model(small_weights).network
+    crops = np.random.default_rng(2).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    as_array = network(crops, crops)
+    as_tensor = network(torch.from_numpy(crops), torch.from_numpy(crops))
+    assert type(as_array) is np.ndarray and as_array.dtype == np.float32 and as_array.shape == (2,)
+    assert isinstance(as_tensor, torch.Tensor)
+    np.testing.assert_array_equal(as_tensor.numpy(), as_array)

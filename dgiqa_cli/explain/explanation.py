@@ -217,7 +217,7 @@ def explain_prepared(
         rgb=rgb,
         frame_shape=frame_shape,
         positions=[tuple(p) for p in prepared.positions],
-        crop_scores=crops.scores.numpy().astype(np.float32),
+        crop_scores=crops.scores,
         depth=crops.depth,
         depth_frame=crops.depth_frame,
     )

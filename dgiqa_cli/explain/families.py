@@ -14,6 +14,7 @@ import numpy as np
 
 from dgiqa_cli.errors import UsageError
 from dgiqa_cli.inference import preprocess as pp
+from dgiqa_cli.inference.runtime import host_array
 from dgiqa_cli.models.spec import DGIQA, LIFE_IQA, ModelSpec
 
 ATTENTION_KINDS = ("cross", "refine")
@@ -23,7 +24,7 @@ ATTENTION_KINDS = ("cross", "refine")
 class CropPass:
     """One pass of a model over a picture's scoring crops, and how to score more windows of the same frame."""
 
-    scores: object  # (N,) torch tensor on the CPU: the crop scores, as Scorer.score averages them
+    scores: np.ndarray  # (N,) float32: the crop scores, as Scorer.score averages them
     attention: dict[str, np.ndarray]  # kind -> (N, queries, 49) head-averaged weights, from the same pass
     score_windows: Callable[[list[tuple[int, int]]], np.ndarray]  # 224 windows (x, y) of the frame -> (K,) scores
     depth: np.ndarray | None = None  # (h, w) float32, Depth Anything's relative inverse depth (DGIQA)
@@ -39,13 +40,13 @@ def dgiqa_pass(model, prepared, depth=None) -> CropPass:
     scores, weights = model.score_crops(prepared.rgb_crops, pp.cut_crops(depth_frame, positions), return_attention=True)
 
     def score_windows(windows):
-        return model.score_crops(pp.cut_crops(frame, windows), pp.cut_crops(depth_frame, windows)).cpu().numpy()
+        return model.score_crops(pp.cut_crops(frame, windows), pp.cut_crops(depth_frame, windows))
 
     return CropPass(
-        scores=scores.cpu(),
-        attention={kind: w.cpu().numpy().astype(np.float32) for kind, w in weights.items()},
+        scores=scores,
+        attention=weights,
         score_windows=score_windows,
-        depth=depth.detach().cpu().numpy().astype(np.float32),
+        depth=host_array(depth),
         depth_frame=depth_frame,
     )
 
@@ -58,11 +59,9 @@ def life_iqa_pass(model, prepared, depth=None) -> CropPass:
     scores, weights = model.score_rgb_crops(prepared.rgb_crops, return_attention=True)
 
     def score_windows(windows):
-        return model.score_rgb_crops(pp.cut_crops(frame, windows)).cpu().numpy()
+        return model.score_rgb_crops(pp.cut_crops(frame, windows))
 
-    return CropPass(
-        scores=scores.cpu(), attention={"cross": weights.cpu().numpy().astype(np.float32)}, score_windows=score_windows
-    )
+    return CropPass(scores=scores, attention={"cross": weights}, score_windows=score_windows)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from dgiqa_cli.errors import UsageError
 from dgiqa_cli.inference import preprocess as pp
@@ -35,12 +35,15 @@ from dgiqa_cli.inference.backends import (
     pick_backend,
 )
 from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_SEED
-from dgiqa_cli.inference.runtime import inference_context, pick_device, pick_precision
+from dgiqa_cli.inference.runtime import host_array, inference_context, pick_device, pick_precision
 from dgiqa_cli.io.images import DecodedImage, ImageError, decoded_from_array
 from dgiqa_cli.models import DEPTH_ENCODERS, ModelSpec, spec_for
 from dgiqa_cli.models.spec import FAMILIES
 from dgiqa_cli.weights import AUTHORS_DEPTH_MODEL, LoadedNetwork, WeightsError, load_network
 from dgiqa_cli.weights.registry import default_model_name, depth_entry_for_arch, model_entries
+
+if TYPE_CHECKING:  # PyTorch runs the torch backend; networks OpenVINO runs from its cache never import it
+    import torch
 
 log = logging.getLogger("dgiqa")
 
@@ -194,6 +197,8 @@ class IQAModel:
         """
         if self.backend == "openvino":
             return
+        import torch
+
         self.network = torch.compile(self.network)
         if self.depth is not None:
             self.depth = torch.compile(self.depth, dynamic=True)
@@ -256,40 +261,58 @@ class IQAModel:
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor; through pinned memory and without blocking on CUDA."""
+        import torch
+
         tensor = torch.from_numpy(array)
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
-    @torch.inference_mode()
-    def depth_maps(self, depth_inputs: list[np.ndarray]) -> list[torch.Tensor]:
-        """Relative inverse depth (h, w) per input, float32 on the device; inputs of one shape share a batch."""
+    def _forward(self, network, inputs: list, **kwargs):
+        """One pass of ``network``: an OpenVINO network takes the arrays as they are (that path never imports
+        PyTorch); a PyTorch one (or attention maps, which only it gives) runs in inference mode with the
+        precision's settings."""
+        if isinstance(network, OpenVINONetwork) and not kwargs.get("return_attention"):
+            return network(*inputs)
+        import torch
+
+        with torch.inference_mode(), inference_context(self.device, self.precision):
+            return network(*inputs, **kwargs)
+
+    def depth_maps(self, depth_inputs: list[np.ndarray]) -> list:
+        """Relative inverse depth (h, w) per input, float32: an array from an OpenVINO network, a tensor on the
+        device from a PyTorch one. Inputs of one shape share a batch."""
         by_shape: dict[tuple, list[int]] = {}
         for i, x in enumerate(depth_inputs):
             by_shape.setdefault(x.shape, []).append(i)
-        out: list[torch.Tensor | None] = [None] * len(depth_inputs)
+        arrays = isinstance(self.depth, OpenVINONetwork)
+        out: list = [None] * len(depth_inputs)
         for indices in by_shape.values():
-            batch = self.to_device(np.stack([depth_inputs[i] for i in indices]))
-            with inference_context(self.device, self.precision):
-                depths = self.depth(batch).float()
-            for i, depth in zip(indices, depths, strict=True):
+            batch = np.stack([depth_inputs[i] for i in indices])
+            depths = self._forward(self.depth, [batch if arrays else self.to_device(batch)])
+            for i, depth in zip(indices, depths if arrays else depths.float(), strict=True):
                 out[i] = depth
         return out
 
-    def depth_map(self, depth_input: np.ndarray) -> torch.Tensor:
-        """Relative inverse depth (h, w), float32 on the device, for one depth input."""
+    def depth_map(self, depth_input: np.ndarray):
+        """Relative inverse depth (h, w), float32 (see :meth:`depth_maps`), for one depth input."""
         return self.depth_maps([depth_input])[0]
 
-    def depth_frame(self, prepared: PreparedImage, depth: torch.Tensor) -> np.ndarray:
+    def depth_frame(self, prepared: PreparedImage, depth) -> np.ndarray:
         """The authors' depth picture at full size, then resized like the RGB frame: (H', W') uint8."""
         return self.depth_frames([prepared], [depth])[0]
 
-    def depth_frames(self, batch: list[PreparedImage], depths: list[torch.Tensor]) -> list[np.ndarray]:
-        """``depth_frame`` for a batch: every picture is queued on the device before the first one is
-        copied back, so the host waits once, not once per image. The resize stays OpenCV's, on the
-        host, because its fixed-point bilinear is what the authors' numbers were made with."""
-        pictures = [pp.depth_to_uint8(d, p.height, p.width) for p, d in zip(batch, depths, strict=True)]
-        return [pp.resize_short_side(picture.cpu().numpy()) for picture in pictures]
+    def depth_frames(self, batch: list[PreparedImage], depths: list) -> list[np.ndarray]:
+        """``depth_frame`` for a batch. Tensors stay on their device until every picture is queued, so the host
+        waits once, not once per image; arrays take the NumPy twin. The resize to the frame stays OpenCV's, on
+        the host, because its fixed-point bilinear is what the authors' numbers were made with."""
+        pictures = [
+            pp.depth_to_uint8_array(d, p.height, p.width)
+            if isinstance(d, np.ndarray)
+            else pp.depth_to_uint8(d, p.height, p.width)
+            for p, d in zip(batch, depths, strict=True)
+        ]
+        return [pp.resize_short_side(host_array(picture)) for picture in pictures]
 
     def network_input(self, crops: np.ndarray, arrays: bool):
         """uint8 crops (N, 224, 224, 3), or depth crops (N, 224, 224) (replicated to three channels as the
@@ -303,47 +326,40 @@ class IQAModel:
         tensor = self.to_device(crops)  # one channel crosses to the device, replicated there
         return pp.normalize_uint8(tensor[..., None].expand(-1, -1, -1, 3) if tensor.ndim == 3 else tensor)
 
-    @torch.inference_mode()
     def score_crops(self, rgb_crops: np.ndarray, depth_crops: np.ndarray, return_attention: bool = False):
-        """DGIQA on uint8 crops (N, 224, 224, 3) and (N, 224, 224) -> (N,) scores (and attention).
+        """DGIQA on uint8 crops (N, 224, 224, 3) and (N, 224, 224) -> (N,) float32 scores, and with
+        ``return_attention`` its attention maps (``{"cross": ..., "refine": ...}``, float32 arrays).
 
         Runs in chunks of ``max_crops`` so that memory stays bounded whatever N is.
         """
-        scores, attention = [], {"cross": [], "refine": []}
-        arrays = isinstance(self.network, OpenVINONetwork) and not return_attention
-        for start in range(0, len(rgb_crops), self.max_crops):
-            chunk = slice(start, start + self.max_crops)
-            rgb, depth = self.network_input(rgb_crops[chunk], arrays), self.network_input(depth_crops[chunk], arrays)
-            with inference_context(self.device, self.precision):
-                out = self.network(rgb, depth, return_attention=return_attention)
-            if return_attention:
-                out, maps = out
-                for key, value in maps.items():
-                    attention[key].append(value.float())
-            scores.append(out.float())
-        if return_attention:
-            return torch.cat(scores), {k: torch.cat(v) for k, v in attention.items()}
-        return torch.cat(scores)
+        return self._score_chunks((rgb_crops, depth_crops), return_attention)
 
-    @torch.inference_mode()
     def score_rgb_crops(self, rgb_crops: np.ndarray, return_attention: bool = False):
-        """Life-IQA on uint8 crops (N, 224, 224, 3) -> (N,) scores (and the decoder's attention, (N, queries, 49))."""
-        scores, attention = [], []
-        arrays = isinstance(self.network, OpenVINONetwork) and not return_attention
-        for start in range(0, len(rgb_crops), self.max_crops):
-            rgb = self.network_input(rgb_crops[start : start + self.max_crops], arrays)
-            with inference_context(self.device, self.precision):
-                out = self.network(rgb, return_attention=return_attention)
-            if return_attention:
-                out, maps = out
-                attention.append(maps.float())
-            scores.append(out.float())
-        if return_attention:
-            return torch.cat(scores), torch.cat(attention)
-        return torch.cat(scores)
+        """Life-IQA on uint8 crops (N, 224, 224, 3) -> (N,) float32 scores (and the decoder's attention,
+        (N, queries, 49))."""
+        return self._score_chunks((rgb_crops,), return_attention)
 
-    def crop_scores(self, batch: list[PreparedImage]) -> list[torch.Tensor]:
-        """Each picture's crop scores, on the CPU: depths batched by shape, all crops through the network at once."""
+    def _score_chunks(self, crops: tuple[np.ndarray, ...], return_attention: bool):
+        """The scoring network on ``crops`` (one array per input), ``max_crops`` at a time; arrays on the host."""
+        arrays = isinstance(self.network, OpenVINONetwork) and not return_attention
+        scores, maps = [], []
+        for start in range(0, len(crops[0]), self.max_crops):
+            inputs = [self.network_input(c[start : start + self.max_crops], arrays) for c in crops]
+            out = self._forward(self.network, inputs, return_attention=return_attention)
+            if return_attention:
+                out, attention = out
+                maps.append(attention)
+            scores.append(host_array(out))
+        scores = np.concatenate(scores)
+        if not return_attention:
+            return scores
+        if isinstance(maps[0], dict):  # DGIQA: Depth-CAR's cross and refine attention
+            return scores, {kind: np.concatenate([host_array(m[kind]) for m in maps]) for kind in maps[0]}
+        return scores, np.concatenate([host_array(m) for m in maps])
+
+    def crop_scores(self, batch: list[PreparedImage]) -> list[np.ndarray]:
+        """Each picture's crop scores (float32 arrays): depths batched by shape, all crops through the network
+        at once."""
         rgb_crops = np.concatenate([p.rgb_crops for p in batch])
         if not self.spec.needs_depth:
             scores = self.score_rgb_crops(rgb_crops)
@@ -351,19 +367,22 @@ class IQAModel:
             frames = self.depth_frames(batch, self.depth_maps([p.depth_input for p in batch]))
             depth_crops = np.concatenate([pp.cut_crops(f, p.positions) for p, f in zip(batch, frames, strict=True)])
             scores = self.score_crops(rgb_crops, depth_crops)
-        return list(scores.cpu().split([len(p.positions) for p in batch]))
+        return np.split(scores, np.cumsum([len(p.positions) for p in batch])[:-1])
 
     def __call__(self, x: torch.Tensor | np.ndarray | Sequence) -> torch.Tensor:
         """Score a batch: (N, 3, H, W) float in [0, 1] or (N, H, W, 3) uint8 (or a list of pictures) -> (N,) float32.
 
         Each score equals ``Scorer.score`` on the same pixels; a float value v is the 8-bit sample round(255 v).
         """
+        import torch
+
         if isinstance(x, torch.Tensor | np.ndarray) and x.ndim != 4:
             raise UsageError(f"a model scores a batch: (N, 3, H, W) or (N, H, W, 3), not shape {tuple(x.shape)}")
         pictures = [decoded_from_array(to_uint8_rgb(item), "<tensor>") for item in x]
         if not pictures:
             return torch.empty(0)
-        return torch.stack([s.mean() for s in self.crop_scores([self.prepare(p, keep_rgb=False) for p in pictures])])
+        scores = self.crop_scores([self.prepare(p, keep_rgb=False) for p in pictures])
+        return torch.from_numpy(np.stack([s.mean() for s in scores]))
 
     def __repr__(self) -> str:
         depth = f", depth={self.depth_model_name}" if self.depth_model_name else ""
@@ -417,15 +436,15 @@ def create_model(
 def to_uint8_rgb(item) -> np.ndarray:
     """A picture as (H, W[, 3]) uint8: tensors (3, H, W) / (H, W, 3) / (H, W), uint8 or float in [0, 1]
     (turned into 8-bit samples by rounding 255 v), or NumPy arrays alike."""
-    t = torch.as_tensor(item).detach().cpu()
-    if t.ndim == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (3, 4):
-        t = t.permute(1, 2, 0)  # CHW -> HWC
-    if t.ndim == 3 and t.shape[-1] == 1:
-        t = t[..., 0]
-    if t.is_floating_point():
-        if t.numel() and (t.min() < 0 or t.max() > 1):
+    a = host_array(item)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (3, 4):
+        a = a.transpose(1, 2, 0)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if np.issubdtype(a.dtype, np.floating):
+        if a.size and (a.min() < 0 or a.max() > 1):
             raise ImageError("<tensor>", "a float tensor must hold values in [0, 1] (as ToTensor gives)")
-        t = (t * 255).round()
-    return t.to(torch.uint8).numpy()
+        a = (a * 255).round()
+    return np.ascontiguousarray(a.astype(np.uint8))

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # the tensor twins below are for PyTorch networks; the OpenVINO path never imports torch
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -104,6 +107,8 @@ def cut_crops(frame: np.ndarray, positions: list[tuple[int, int]], crop: int = C
 
 def normalize_uint8(batch: torch.Tensor) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, (v / 255 - mean) / std, on ``batch``'s device."""
+    import torch
+
     mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
@@ -155,8 +160,19 @@ def depth_to_uint8(depth: torch.Tensor, height: int, width: int) -> torch.Tensor
     returned; the published code replicates it to three, which the caller does
     when it builds crops (resizing and cropping act per channel).
     """
+    import torch
+
     full = torch.nn.functional.interpolate(
         depth[None, None].float(), (height, width), mode="bilinear", align_corners=False
     )[0, 0]
     lo, hi = full.min(), full.max()
     return ((full - lo) / (hi - lo + 1e-8) * 255).to(torch.uint8)
+
+
+def depth_to_uint8_array(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:func:`depth_to_uint8` in NumPy and OpenCV, for networks that give arrays (OpenVINO): the same half-pixel
+    bilinear resize (OpenCV's float weights, within 2e-6 of PyTorch's relative to the depth range) and the same
+    float32 scaling and truncation."""
+    full = cv2.resize(np.asarray(depth, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    lo, hi = full.min(), full.max()
+    return ((full - lo) / (hi - lo + np.float32(1e-8)) * np.float32(255)).astype(np.uint8)

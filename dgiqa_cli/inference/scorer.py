@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Union
 
 import numpy as np
-import torch
 
 from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE, DEFAULT_DEVICE, DEFAULT_PRECISION
 from dgiqa_cli.inference.model import (
@@ -29,6 +28,7 @@ from dgiqa_cli.inference.model import (
     create_model,
     to_uint8_rgb,
 )
+from dgiqa_cli.inference.runtime import is_tensor
 from dgiqa_cli.io.images import MAX_PIXELS, DecodedImage, ImageError, decode_image, decoded_from_array, read_image
 
 __all__ = ["DEFAULT_CROPS", "PreparedImage", "Picture", "ScoreResult", "Scorer", "list_models", "list_weights"]
@@ -146,8 +146,8 @@ class Scorer:
     def score_prepared(self, prepared: PreparedImage) -> ScoreResult:
         return self.score_batch([prepared])[0]
 
-    def result(self, prepared: PreparedImage, crop_scores: torch.Tensor) -> ScoreResult:
-        spread = crop_spread(crop_scores.double().numpy())
+    def result(self, prepared: PreparedImage, crop_scores: np.ndarray) -> ScoreResult:
+        spread = crop_spread(crop_scores.astype(np.float64))
         return ScoreResult(
             path=prepared.path,
             score=float(crop_scores.mean()),
@@ -180,7 +180,7 @@ class Scorer:
         Arrays: RGB uint8 (H, W, 3) or grayscale (H, W). Tensors: (3, H, W) or (H, W, 3), uint8, or
         float in [0, 1] (as torchvision's ``ToTensor`` gives), turned into uint8 by rounding.
         """
-        if isinstance(item, torch.Tensor):
+        if is_tensor(item):
             return decoded_from_array(to_uint8_rgb(item), "<tensor>")
         if isinstance(item, np.ndarray):
             return decoded_from_array(item)
@@ -212,12 +212,12 @@ class Scorer:
         return f"Scorer({self.iqa_model!r})"
 
 
-Picture = Union[str, os.PathLike, bytes, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821, UP007
+Picture = Union[str, os.PathLike, bytes, np.ndarray, "torch.Tensor", "PIL.Image.Image"]  # noqa: F821, UP007
 
 
 def picture_name(item) -> str:
     """How a picture is named in its result row."""
-    if isinstance(item, torch.Tensor):
+    if is_tensor(item):
         return "<tensor>"
     if isinstance(item, np.ndarray):
         return "<array>"

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from dgiqa_cli.errors import MissingHubFileError, UnknownWeightsError, WeightsError, WrongKindError
 from dgiqa_cli.models.spec import SPECS
 from dgiqa_cli.weights.registry import AUTHORS_DEPTH_MODEL, RegistryEntry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "AUTHORS_DEPTH_MODEL",
@@ -87,19 +89,21 @@ def load_network(
     but build the network only when ``.network`` is first used. Raises :class:`WeightsError`
     (:class:`UnknownWeightsError` when the spec names nothing) with a message that says what to do.
     """
-    from dgiqa_cli.models import detect_architecture
+    from dgiqa_cli.models import ARCHITECTURES
+    from dgiqa_cli.weights.digests import remembered
     from dgiqa_cli.weights.files import checksum_remedy, load_checked, read_state_dict, verify_sha256
     from dgiqa_cli.weights.hubformat import kind_of_arch
     from dgiqa_cli.weights.resolve import resolve_weights
 
     resolved = resolve_weights(spec, kind, local_only=local_only)
     card, state_dict = resolved.entry, None
-    if card is None:  # a bare checkpoint: the architecture is told from its tensors (mapped, not read, when lazy)
-        state_dict = read_state_dict(resolved.path, mmap=lazy)
-        try:
-            detected = detect_architecture(state_dict)
-        except ValueError as exc:
-            raise WeightsError(f"{resolved.label}: {exc}") from None
+    if card is None and lazy:  # a bare checkpoint: its tensors looked at (mapped) once per version of the file
+        look = lambda path: architecture_of(read_state_dict(path, mmap=True), resolved.label)  # noqa: E731
+        detected = remembered(resolved.path, "arch", look, valid=ARCHITECTURES.__contains__)
+    elif card is None:
+        state_dict = read_state_dict(resolved.path)
+        detected = architecture_of(state_dict, resolved.label)
+    if card is None:
         card = RegistryEntry(
             name=resolved.label,
             kind=kind_of_arch(detected),
@@ -120,3 +124,13 @@ def load_network(
         return LoadedNetwork(card, resolved.path, resolved.label, lambda: load_checked(card.arch, config, resolved))
     network = load_checked(card.arch, config, resolved, state_dict)
     return LoadedNetwork(card, resolved.path, resolved.label, lambda: network)
+
+
+def architecture_of(state_dict: dict, label: str) -> str:
+    """Which of our architectures a bare checkpoint's tensors make (a WeightsError naming the file if none)."""
+    from dgiqa_cli.models import detect_architecture
+
+    try:
+        return detect_architecture(state_dict)
+    except ValueError as exc:
+        raise WeightsError(f"{label}: {exc}") from None

@@ -1,4 +1,4 @@
-"""A file's sha256, hashed once per version of the file rather than on every start.
+"""A file's sha256 (and what else reading it in full tells), once per version of the file, not on every start.
 
 Hashing a checkpoint (0.1 to 1.3 GB) cost every ``dgiqa score`` a second or more. A small record in dgiqa's
 cache (``$DGIQA_CACHE/hashes/<digest of the path>.json``) keeps the sha256 with what identifies that version
@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from dgiqa_cli.io.atomic import atomic_write
@@ -64,23 +65,32 @@ def record_path(path: str | os.PathLike) -> Path:
     return hashes_dir() / f"{hashlib.sha256(resolved.encode()).hexdigest()[:32]}.json"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """``path``'s sha256: from its record when the file is the version recorded, else hashed (and recorded)."""
+def remembered(path: str | os.PathLike, fact: str, compute: Callable[[Path], str], valid=None) -> str:
+    """A fact about one version of a file (``sha256``; ``arch``, the architecture a bare checkpoint's tensors
+    hold): from the file's record when the file is the version recorded (and ``valid(value)``), else
+    ``compute(path)``, recorded beside the file's other facts."""
     resolved = Path(path).resolve()
     identity = _identity(resolved)
     record = record_path(resolved)
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved["identity"] == identity and _SHA256.match(saved["sha256"]):
-            return saved["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no record, or a damaged one: hashed below and written anew
-    digest = sha256_of(resolved)
+        facts = {k: v for k, v in saved.items() if k != "identity"} if saved["identity"] == identity else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        facts = {}  # no record, or a damaged one: computed below and written anew
+    value = facts.get(fact)
+    if isinstance(value, str) and (valid is None or valid(value)):
+        return value
+    value = compute(resolved)
     if _identity(resolved) == identity:  # a file that changed while it was read is not recorded
         try:
             record.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(record, "w") as fh:
-                json.dump({"identity": identity, "sha256": digest}, fh)
+                json.dump({**facts, fact: value, "identity": identity}, fh)
         except OSError:
             pass
-    return digest
+    return value
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """``path``'s sha256: from its record when the file is the version recorded, else hashed (and recorded)."""
+    return remembered(path, "sha256", lambda resolved: sha256_of(resolved), valid=_SHA256.match)

@@ -13,14 +13,15 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from dgiqa_cli.errors import WeightsError
-from dgiqa_cli.models import build_model, checkpoint_filter
 from dgiqa_cli.weights.digests import file_sha256
 from dgiqa_cli.weights.registry import RegistryEntry
+
+if TYPE_CHECKING:  # imported where tensors are read: checking a file's checksum needs no PyTorch
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, to
 
     ``mmap``: map a ``.pth`` file's tensors rather than read them (for a look at names and shapes); a file in
     the legacy format, which cannot be mapped, is read."""
+    import torch
+
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
@@ -94,6 +97,8 @@ def _what_was_refused(exc: Exception) -> str:
 
 def unwrap_state_dict(obj, path) -> dict[str, torch.Tensor]:
     """Accept a bare state dict or the usual training wrappers ({'state_dict': ...}, 'module.' prefixes)."""
+    import torch
+
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -110,6 +115,8 @@ def load_into(model: nn.Module, arch: str, weights: ResolvedWeights, state_dict=
 
     ``state_dict``: the file's tensors when the caller has read them already.
     """
+    from dgiqa_cli.models import checkpoint_filter
+
     if weights.sha256:
         verify_sha256(weights.path, weights.sha256, checksum_remedy(weights))
     if state_dict is None:
@@ -135,6 +142,8 @@ def load_into(model: nn.Module, arch: str, weights: ResolvedWeights, state_dict=
 
 def load_checked(arch: str, config: dict, weights: ResolvedWeights, state_dict=None) -> nn.Module:
     """A model of ``arch`` with ``weights`` loaded strictly (sha256 checked when expected)."""
+    from dgiqa_cli.models import build_model
+
     try:
         model = build_model(arch, **config)
     except (TypeError, ValueError) as exc:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from dgiqa_cli.inference.backends.openvino_runtime import (
     BackendUnavailable,
@@ -27,6 +25,10 @@ from dgiqa_cli.inference.backends.openvino_runtime import (
     openvino_problem,
     supports_precision,
 )
+from dgiqa_cli.inference.runtime import Device
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "BACKENDS",
@@ -53,12 +55,12 @@ def warn_once(message: str, *args) -> None:
         log.warning(text)
 
 
-def pick_backend(name: str, device: torch.device | str) -> str:
+def pick_backend(name: str, device) -> str:
     """``torch`` or ``openvino``. ``auto``: OpenVINO on the CPU when it is installed and runs here, PyTorch on
     CUDA / MPS. ``openvino`` on a GPU device, or where OpenVINO cannot run, is ``torch`` with one warning."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    device = torch.device(device)
+    device = Device(str(device))
     if name == "torch":
         return "torch"
     if device.type != "cpu":

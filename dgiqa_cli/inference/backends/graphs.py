@@ -19,19 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgiqa_cli.models.spec import PATCH_SIZE, POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
+from dgiqa_cli.inference.backends.signatures import GraphInput, graph_io, input_spec
+from dgiqa_cli.models.spec import POS_EMBED_GRID, POS_EMBED_INTERPOLATE_OFFSET
 
-CROP = 224
-DEPTH_SIDE = 518
 BICUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
-
-
-@dataclass(frozen=True)
-class GraphInput:
-    name: str
-    shape: tuple[int | None, ...]  # None: dynamic
-    example: tuple[int, ...]  # the shape traced with
-    check: tuple[int, ...]  # another shape, that the converted graph must get right too
 
 
 @dataclass
@@ -56,10 +47,6 @@ class NetworkGraph:
     def spec(self) -> str:
         """The dynamic-shape spec, part of the compiled-model cache key: e.g. ``image[?,3,?,?]``."""
         return input_spec(self.inputs)
-
-
-def input_spec(inputs: tuple[GraphInput, ...]) -> str:
-    return ";".join(f"{i.name}[{','.join('?' if d is None else str(d) for d in i.shape)}]" for i in inputs)
 
 
 def _cubic_weights(t: torch.Tensor) -> list[torch.Tensor]:
@@ -139,21 +126,6 @@ class _ScoreGraph(nn.Module):
 
     def forward(self, *crops: torch.Tensor) -> torch.Tensor:
         return self.network(*crops, return_attention=False)
-
-
-def graph_io(arch: str) -> tuple[tuple[GraphInput, ...], str, tuple[str | int, ...]]:
-    """An architecture's graph inputs, output name and output shape; known without building the network."""
-    crops, two, one = (None, 3, CROP, CROP), (2, 3, CROP, CROP), (1, 3, CROP, CROP)
-    if arch == "dgiqa":
-        return (GraphInput("rgb", crops, two, one), GraphInput("depth", crops, two, one)), "scores", ("batch",)
-    if arch == "life-iqa":
-        return (GraphInput("rgb", crops, two, one),), "scores", ("batch",)
-    if arch.startswith("depth-anything-"):
-        # A non-square example, so that neither side is mistaken for the other or for 37 patches; checked on
-        # a portrait shape of two pictures.
-        example, check = (1, 3, DEPTH_SIDE, 28 * PATCH_SIZE), (2, 3, 20 * PATCH_SIZE, 17 * PATCH_SIZE)
-        return (GraphInput("image", (None, 3, None, None), example, check),), "depth", ("batch", "height", "width")
-    raise ValueError(f"no graph for architecture {arch!r}")
 
 
 def network_graph(module: nn.Module, arch: str) -> NetworkGraph:
