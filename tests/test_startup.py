@@ -107,20 +107,19 @@ def test_an_unwritable_cache_costs_speed_not_the_hash(hashed, monkeypatch, tmp_p
 def builds(monkeypatch):
     """Every PyTorch network built through the weights loader, by architecture. The real loader, not the test
     session's cache of loaded networks (``conftest.networks_built_once``), whose networks may be built already."""
-    from dgiqa_cli import weights
+    from dgiqa_cli import models, weights
     from dgiqa_cli.inference import model
-    from dgiqa_cli.weights import files
 
     monkeypatch.setattr(model, "load_network", weights.load_network)
 
     built: list[str] = []
-    real = files.build_model
+    real = models.build_model
 
     def counting(arch, **config):
         built.append(arch)
         return real(arch, **config)
 
-    monkeypatch.setattr(files, "build_model", counting)
+    monkeypatch.setattr(models, "build_model", counting)
     return built
 
 
@@ -265,7 +264,7 @@ def test_a_bare_checkpoints_architecture_is_read_once_per_version(small_weights,
     sha256), so that later starts need not read it (nor import PyTorch to)."""
     import torch
 
-    from dgiqa_cli.weights import files, load_network
+    from dgiqa_cli.weights import WeightsError, files, load_network
     from dgiqa_cli.weights.files import read_state_dict
 
     monkeypatch.setenv("DGIQA_CACHE", str(tmp_path / "cache"))
@@ -283,7 +282,7 @@ def test_a_bare_checkpoints_architecture_is_read_once_per_version(small_weights,
     assert load_network(bare, lazy=True).arch == "dgiqa" and len(looks) == 1  # from the record
     assert json.loads(digests.record_path(bare).read_text())["arch"] == "dgiqa"
     bare.write_bytes(b"not a checkpoint")  # a new version of the file is looked at again, and refused
-    with pytest.raises(Exception, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match="bare.pth: refused to load"):
         load_network(bare, lazy=True)
     assert len(looks) == 2
 
