@@ -206,8 +206,11 @@ def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_we
     for kind, arch in (("model", "dgiqa"), ("depth", "depth-anything-vits")):
         sha = load_network(small_weights[kind], kind, lazy=True).sha256
         entries.append(entry_folder(arch, sha))
-    blobs = sorted(blob for entry in entries for blob in entry.glob("compiled-*.blob"))
-    assert len(blobs) == 2
+    # The blobs this model runs: its crops' fixed batch and the dynamic graphs (other tests may have left others).
+    blobs = [
+        blob for entry in entries for blob in sorted(entry.glob("compiled-*.blob")) if _batch_of(blob) in (3, None)
+    ]
+    assert len(blobs) == 3
     damaged = {}
     for blob in blobs:
         data = bytearray(blob.read_bytes())
@@ -221,6 +224,31 @@ def test_damaged_compiled_blob_is_compiled_again_not_trusted(converted, small_we
         now = blob.read_bytes()
         assert now != data
         assert json.loads(blob.with_suffix(".json").read_text())["sha256"] == hashlib.sha256(now).hexdigest()
+
+
+def _batch_of(blob):
+    return json.loads(blob.with_suffix(".json").read_text())["config"].get("batch")
+
+
+def test_a_pictures_crops_run_in_a_graph_of_their_own_batch(converted, small_weights):
+    """One picture's crops (the CPU's batch) run in a graph compiled for exactly that batch: OpenVINO plans the
+    shape once (5% faster). Other batches take the dynamic graph, compiled when first needed; the scores agree."""
+    from dgiqa_cli.inference.backends.openvino_runtime import entry_folder
+    from dgiqa_cli.weights import load_network
+
+    pictures, expected = converted
+    model = _openvino_model(small_weights)
+    assert model.network.fixed_batch == 3 and model.depth.fixed_batch is None  # depth: one shape per picture
+    assert model.network.compiled_batches == [3]
+    one = [model(pictures[i : i + 1]).numpy()[0] for i in range(2)]
+    assert model.network.compiled_batches == [3]
+    both = model(pictures).numpy()  # six crops in one batch
+    assert model.network.compiled_batches == [3, None]
+    np.testing.assert_allclose(one, both, atol=1e-6)
+    np.testing.assert_allclose(both, expected, atol=1e-6)
+    entry = entry_folder("dgiqa", load_network(small_weights["model"], lazy=True).sha256)
+    assert {3, None} <= {_batch_of(blob) for blob in entry.glob("compiled-*.blob")}  # both saved for the next start
+    assert "batch 3" in repr(model.network)
 
 
 # -- no PyTorch on the way from the cache to a score --------------------------------------------------------

@@ -171,8 +171,12 @@ class IQAModel:
         """
         if self.backend != "openvino":
             return weights.network.to(self.device)
+        # The scoring network sees one picture's crops at a time on the CPU (the batch engine's default): that
+        # batch is compiled as a fixed shape. Depth inputs vary in shape with the picture's: dynamic.
+        scoring = weights.arch in FAMILIES and self.crops <= self.max_crops
+        fixed = {"precision": self.precision, "fixed_batch": self.crops if scoring else None}
         try:
-            fast = from_cache(weights.arch, weights.sha256, lambda: weights.network, precision=self.precision)
+            fast = from_cache(weights.arch, weights.sha256, lambda: weights.network, **fixed)
         except BackendUnavailable:  # accelerate below says why, once, and keeps PyTorch
             fast = None
         else:
@@ -185,7 +189,7 @@ class IQAModel:
                 default_cache_dir(),
             )
         network = weights.network.to(self.device)
-        fast = accelerate(network, weights.arch, precision=self.precision, weights_sha256=weights.sha256)
+        fast = accelerate(network, weights.arch, weights_sha256=weights.sha256, **fixed)
         if fast is network:
             self.backend = "torch"
         return fast

@@ -82,6 +82,7 @@ def accelerate(
     weights_sha256: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     threads: int | None = None,
+    fixed_batch: int | None = None,
 ):
     """``module`` compiled by OpenVINO for the CPU, callable like ``module``; ``module`` itself on failure.
 
@@ -89,10 +90,17 @@ def accelerate(
     (scores within 1e-4 of PyTorch fp32) or ``bf16`` (fast; CPUs with native bf16 only).
     ``weights_sha256``: the digest of the weights file, the cache key (default: a digest of the
     module's state dict, slower). ``cache_dir``: default :func:`default_cache_dir`. ``threads``:
-    OpenVINO's inference threads (default: every core)."""
+    OpenVINO's inference threads (default: every core). ``fixed_batch``: the batch most calls have (a picture's
+    crops), compiled for that shape (:class:`OpenVINONetwork`)."""
     try:
         return openvino_network(
-            module, arch, precision=precision, weights_sha256=weights_sha256, cache_dir=cache_dir, threads=threads
+            module,
+            arch,
+            precision=precision,
+            weights_sha256=weights_sha256,
+            cache_dir=cache_dir,
+            threads=threads,
+            fixed_batch=fixed_batch,
         )
     except BackendUnavailable as exc:  # the same words as pick_backend's, so a broken install warns once
         warn_once("%s: running with PyTorch (slower on the CPU)", exc)
@@ -103,13 +111,21 @@ def accelerate(
         return module
 
 
-def from_cache(arch: str, weights_sha256: str, load_module, *, precision: str, cache_dir=None, threads=None):
+def from_cache(
+    arch: str, weights_sha256: str, load_module, *, precision: str, cache_dir=None, threads=None, fixed_batch=None
+):
     """The network compiled from OpenVINO's cache entry for these weights, without building the PyTorch module
     (``load_module`` makes it if a caller asks for attention maps); None when the cache has no entry (or a
     damaged). Raises :class:`BackendUnavailable` where OpenVINO cannot run it (:func:`accelerate` says why)."""
     try:
         return cached_network(
-            arch, weights_sha256, load_module, precision=precision, cache_dir=cache_dir, threads=threads
+            arch,
+            weights_sha256,
+            load_module,
+            precision=precision,
+            cache_dir=cache_dir,
+            threads=threads,
+            fixed_batch=fixed_batch,
         )
     except BackendUnavailable:
         raise

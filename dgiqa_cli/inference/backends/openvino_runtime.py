@@ -29,6 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -247,13 +248,17 @@ def _as_array(value) -> np.ndarray:
 
 
 class OpenVINONetwork:
-    """Runs a network through a compiled OpenVINO model with the PyTorch module's call signature.
+    """Runs a network through OpenVINO with the PyTorch module's call signature.
 
     Like in, like out: NumPy arrays in, float32 arrays out (the scoring path, which never imports PyTorch);
-    tensors in, float32 CPU tensors out. ``return_attention=True`` (``dgiqa explain``) and any other
-    keyword go to the PyTorch ``module``: the compiled graph returns scores only. ``module`` is either
-    given or made by ``load_module`` when first needed (a network compiled from the cache never needs it
-    to score)."""
+    tensors in, float32 CPU tensors out. ``return_attention=True`` (``dgiqa explain``) and any other keyword go to
+    the PyTorch ``module``: the compiled graph returns scores only. ``module`` is either given or made by
+    ``load_module`` when first needed (a network compiled from the cache never needs it to score).
+
+    ``compile_variant(batch)`` compiles the graph with every input's batch fixed to ``batch`` (None: dynamic).
+    ``fixed_batch`` (a picture's crop count) is compiled now and serves the calls of that batch: OpenVINO plans
+    a fixed shape once (5% faster, measured, and no first-call warm-up); other batches take the dynamic graph,
+    compiled when first needed."""
 
     backend = "openvino"
 
@@ -261,18 +266,34 @@ class OpenVINONetwork:
         self,
         module: nn.Module | None,
         arch: str,
-        compiled,
+        compile_variant: Callable[[int | None], tuple],
         precision: str,
         source: str,
         load_module: Callable[[], nn.Module] | None = None,
-        backing=None,
+        fixed_batch: int | None = None,
     ):
-        self.arch, self.compiled, self.precision, self.source = arch, compiled, precision, source
-        self._backing = backing  # the mapped blob a compiled model imported from it runs from: kept as long as it
-        self._module, self._load_module = module, load_module
+        self.arch, self.precision, self.source, self.fixed_batch = arch, precision, source, fixed_batch
+        self._module, self._load_module, self._compile_variant = module, load_module, compile_variant
         self._inputs = len(graph_io(arch)[0])
-        self._request = compiled.create_infer_request()
-        self._lock = threading.Lock()  # one infer request: one call at a time
+        self._variants: dict[int | None, tuple] = {}  # batch -> (compiled, its infer request, the blob it maps)
+        self._lock = threading.Lock()  # one infer request per variant: one call at a time
+        self._variant(fixed_batch)
+
+    def _variant(self, batch: int | None) -> tuple:
+        if batch not in self._variants:
+            compiled, backing = self._compile_variant(batch)
+            self._variants[batch] = (compiled, compiled.create_infer_request(), backing)
+        return self._variants[batch]
+
+    @property
+    def compiled(self):
+        """The compiled model that serves ``fixed_batch`` (the dynamic one when there is none)."""
+        return self._variants[self.fixed_batch][0]
+
+    @property
+    def compiled_batches(self) -> list[int | None]:
+        """The batches compiled so far, in order (None: the dynamic graph)."""
+        return list(self._variants)
 
     @property
     def module(self) -> nn.Module:
@@ -288,8 +309,10 @@ class OpenVINONetwork:
         if len(inputs) != self._inputs:
             raise TypeError(f"{self.arch} takes {self._inputs} tensors, got {len(inputs)}")
         arrays = [_as_array(x) for x in inputs]
+        batch = arrays[0].shape[0] if arrays[0].ndim else None
         with self._lock:
-            result = np.asarray(self._request.infer(arrays, share_inputs=True, share_outputs=False)[0])
+            request = self._variant(batch if batch == self.fixed_batch else None)[1]
+            result = np.asarray(request.infer(arrays, share_inputs=True, share_outputs=False)[0])
         if any(is_tensor(x) for x in inputs):
             import torch
 
@@ -297,7 +320,8 @@ class OpenVINONetwork:
         return result
 
     def __repr__(self) -> str:
-        return f"OpenVINONetwork({self.arch}, {self.precision}, from {self.source})"
+        batch = f", batch {self.fixed_batch}" if self.fixed_batch else ""
+        return f"OpenVINONetwork({self.arch}, {self.precision}{batch}, from {self.source})"
 
 
 def openvino_network(
@@ -308,6 +332,7 @@ def openvino_network(
     weights_sha256: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     threads: int | None = None,
+    fixed_batch: int | None = None,
 ) -> OpenVINONetwork:
     """Convert (or load from the cache) and compile ``module``; raises :class:`BackendUnavailable`."""
     from dgiqa_cli.inference.backends.graphs import network_graph
@@ -318,11 +343,11 @@ def openvino_network(
     model, source = load_or_convert(graph, weights_sha256, cache_dir)
     folder, config = entry_folder(arch, weights_sha256, cache_dir), compile_config(precision, threads)
     # Compiled through the entry when it was saved, so that its compiled blob is saved now, not by the next start.
-    if folder.exists():
-        compiled, backing = compile_entry(folder, config)
-    else:
-        compiled, backing = core().compile_model(model, "CPU", config), None
-    return OpenVINONetwork(module, arch, compiled, precision, source, backing=backing)
+    if folder.exists():  # compiled through the entry, so that its compiled blob is saved now, not by the next start
+        variant = partial(compile_entry, folder, config)
+    else:  # the entry could not be written (a full or read-only disk)
+        variant = lambda batch: (core().compile_model(with_batch(model.clone(), batch), "CPU", config), None)  # noqa: E731
+    return OpenVINONetwork(module, arch, variant, precision, source, fixed_batch=fixed_batch)
 
 
 def check_usable(precision: str) -> None:
@@ -344,6 +369,7 @@ def cached_network(
     precision: str,
     cache_dir: str | os.PathLike | None = None,
     threads: int | None = None,
+    fixed_batch: int | None = None,
 ) -> OpenVINONetwork | None:
     """The network compiled from its verified cache entry, without building the PyTorch module; None when
     there is no entry (or a damaged one, then deleted). ``load_module`` makes the PyTorch module if a caller
@@ -352,24 +378,37 @@ def cached_network(
     folder = entry_folder(arch, weights_sha256, cache_dir)
     if not _sound_entry(folder, entry_fields(arch, weights_sha256)):
         return None
-    compiled, backing = compile_entry(folder, compile_config(precision, threads))
-    return OpenVINONetwork(None, arch, compiled, precision, "cache", load_module, backing=backing)
+    variant = partial(compile_entry, folder, compile_config(precision, threads))
+    return OpenVINONetwork(None, arch, variant, precision, "cache", load_module, fixed_batch=fixed_batch)
 
 
-def compile_entry(folder: Path, config: dict):
-    """A verified entry's IR compiled with ``config``: imported from the entry's compiled blob when it has a sound
-    one (OpenVINO's compile step paid once per machine), else compiled and its blob saved for the next start.
+def with_batch(model, batch: int | None):
+    """``model`` with every input's first dimension fixed to ``batch`` (as it is when None)."""
+    if batch is not None:
+        import openvino
+
+        model.reshape(
+            {port: openvino.PartialShape([batch, *list(port.get_partial_shape())[1:]]) for port in model.inputs}
+        )
+    return model
+
+
+def compile_entry(folder: Path, config: dict, batch: int | None = None):
+    """A verified entry's IR compiled with ``config`` (and its inputs' batch fixed to ``batch``, unless None):
+    imported from the entry's compiled blob for that pair when it has a sound one (OpenVINO's compile step paid
+    once per machine), else compiled and its blob saved for the next start.
     Returns ``(compiled model, backing)``: an imported model runs from the blob mapped into memory (a third of
     the time of reading it, and its pages shared between processes), which ``backing`` holds; the caller
     keeps it as long as the model (OpenVINO does not).
 
     OpenVINO's own ``CACHE_DIR`` would do the same but runs a damaged blob silently (wrong scores), so the blob
     is ours: written atomically, its sha256 recorded beside it and checked (once per version of the file)."""
-    tag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    variant = config if batch is None else {**config, "batch": batch}
+    tag = hashlib.sha256(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:12]
     blob, record = folder / f"compiled-{tag}.blob", folder / f"compiled-{tag}.json"
     try:
         saved = json.loads(record.read_text())
-        sound = saved["config"] == config and saved["openvino"] == openvino_version()
+        sound = saved["config"] == variant and saved["openvino"] == openvino_version()
         if sound and saved["sha256"] == file_sha256(blob):
             import openvino
 
@@ -377,13 +416,13 @@ def compile_entry(folder: Path, config: dict):
             return core().import_model(openvino.Tensor(mapped, shared_memory=True), "CPU", config), mapped
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         pass  # none yet, or damaged: compiled below and saved anew
-    compiled = core().compile_model(str(folder / "model.xml"), "CPU", config)
+    compiled = core().compile_model(with_batch(core().read_model(str(folder / "model.xml")), batch), "CPU", config)
     try:
         exported = compiled.export_model()  # bytes, or io.BytesIO in recent OpenVINO releases
         with atomic_path(blob) as temp:
             temp.write_bytes(exported.getbuffer() if hasattr(exported, "getbuffer") else exported)
         del exported
-        saved = {"config": config, "openvino": openvino_version(), "sha256": file_sha256(blob)}
+        saved = {"config": variant, "openvino": openvino_version(), "sha256": file_sha256(blob)}
         with atomic_write(record, "w") as fh:
             json.dump(saved, fh)
     except (OSError, RuntimeError, TypeError, ValueError) as exc:  # a full disk: the next start compiles again
