@@ -264,27 +264,37 @@ print("imported:", " ".join(sorted(m for m in ("torch", "timm", "scipy") if m in
 """
 
 
-def test_a_start_from_the_cache_never_imports_pytorch(converted, small_weights, tmp_path):
-    """PyTorch's import (1-3 s) was most of a warm start: `dgiqa score` with cached networks scores without it,
-    and gives the score the PyTorch-built model gives."""
+@pytest.mark.parametrize("command", ["score", "batch"])
+def test_a_start_from_the_cache_never_imports_pytorch(converted, small_weights, tmp_path, command):
+    """PyTorch's import (1-3 s) was most of a warm start: `dgiqa score` and `dgiqa batch` with cached networks
+    score without it, and give the scores the PyTorch-built model gives."""
     import subprocess
     import sys
 
     import cv2
 
+    from dgiqa_cli.io.rows import read_csv
+
     pictures, expected = converted
-    path = tmp_path / "picture.png"
-    cv2.imwrite(str(path), pictures[0][..., ::-1])
-    args = [path, "--weights", small_weights["model"], "--depth-model", "vits"]
-    args += ["--depth-weights", small_weights["depth"], "--crops", "3", "--device", "auto", "--json"]
+    for i, picture in enumerate(pictures):
+        cv2.imwrite(str(tmp_path / f"picture{i}.png"), picture[..., ::-1])
+    outputs = {"score": [tmp_path / "picture0.png", "--json"], "batch": [tmp_path, "--csv", tmp_path / "rows.csv"]}
+    args = [*outputs[command], "--weights", small_weights["model"], "--depth-model", "vits"]
+    args += ["--depth-weights", small_weights["depth"]]
+    args += ["--crops", "3", "--device", "auto"]
     env = {**os.environ, "DGIQA_BACKEND": "openvino"}
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH, "score", *map(str, args)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", NO_TORCH, command, *map(str, args)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("imported:")  # neither torch nor timm nor scipy
-    (row,) = json.loads(done.stdout[: done.stdout.rindex("imported:")])
-    assert row["error"] is None and row["score"] == pytest.approx(float(expected[0]), abs=1e-5)
+    if command == "score":
+        rows = json.loads(done.stdout[: done.stdout.rindex("imported:")])
+    else:
+        rows = sorted(read_csv(tmp_path / "rows.csv"), key=lambda row: row["path"])
+    assert [row["error"] or None for row in rows] == [None] * len(rows)
+    scores = [float(row["score"]) for row in rows]
+    assert scores == pytest.approx([float(e) for e in expected[: len(rows)]], abs=1e-5)
 
 
 def test_a_bare_checkpoints_architecture_is_read_once_per_version(small_weights, tmp_path, monkeypatch):
@@ -326,3 +336,23 @@ def test_openvino_networks_give_what_they_are_given(converted, small_weights):
     assert type(as_array) is np.ndarray and as_array.dtype == np.float32 and as_array.shape == (2,)
     assert isinstance(as_tensor, torch.Tensor)
     np.testing.assert_array_equal(as_tensor.numpy(), as_array)
+
+
+def test_a_cache_that_cannot_be_written_costs_speed_not_the_run(converted, small_weights, tmp_path):
+    """A full or read-only cache: the converted network runs from memory, in both of its batches, scoring as the
+    cached one does."""
+    from dgiqa_cli.inference.backends import accelerate
+    from dgiqa_cli.weights import load_network
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    loaded = load_network(small_weights["model"])
+    network = accelerate(loaded.network, "dgiqa", precision="fp32", cache_dir=blocker / "cache", fixed_batch=3)
+    assert network.source == "converted" and not (blocker / "cache").exists()
+    cached = _openvino_model(small_weights).network
+    crops = np.random.default_rng(3).standard_normal((4, 3, 224, 224), dtype=np.float32)
+    for batch in (3, 4):  # the fixed batch, then the dynamic graph
+        np.testing.assert_allclose(
+            network(crops[:batch], crops[:batch]), cached(crops[:batch], crops[:batch]), atol=1e-6
+        )
+    assert network.compiled_batches == [3, None]

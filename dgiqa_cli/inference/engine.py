@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import torch
 
 from dgiqa_cli.inference.scorer import PreparedImage, Scorer, ScoreResult
 from dgiqa_cli.io.images import DecodedImage, ImageError, decode_image, read_image
@@ -27,13 +26,13 @@ from dgiqa_cli.io.sources import Item, read_url
 log = logging.getLogger("dgiqa")
 
 
-def default_batch_size(device: torch.device) -> int:
+def default_batch_size(device) -> int:
     """Images per device batch: enough crops to fill a GPU. On the CPU one image (its crops are one
     batch already): bigger batches only make the activations fall out of the caches."""
     return 32 if device.type != "cpu" else 1
 
 
-def default_workers(device: torch.device) -> int:
+def default_workers(device) -> int:
     """Preparation threads: many to feed a GPU; one on the CPU, where the networks need every core
     and one thread decoding ahead is all the overlap there is to gain."""
     return min(16, os.cpu_count() or 1) if device.type != "cpu" else 1
@@ -164,9 +163,9 @@ class BatchRunner:
             return []
         try:
             return self.scorer.score_batch(batch)
-        except torch.cuda.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        except Exception as exc:
+            if not out_of_gpu_memory(exc):
+                return self.one_by_one(batch, exc)
             if len(batch) == 1:
                 return [self.scorer.failure(batch[0].path, "out of GPU memory even alone (try --max-pixels)")]
             half = len(batch) // 2
@@ -174,8 +173,21 @@ class BatchRunner:
                 log.warning("out of GPU memory: batch size %d -> %d", self.batch_size, max(1, half))
                 self.batch_size = max(1, half)
             return self.score_with_backoff(batch[:half]) + self.score_with_backoff(batch[half:])
-        except Exception as exc:
-            if len(batch) > 1:  # find the one image that broke the batch; score the others
-                return [result for item in batch for result in self.score_with_backoff([item])]
-            log.debug("scoring %s failed", batch[0].path, exc_info=True)
-            return [self.scorer.failure(batch[0].path, f"scoring failed ({type(exc).__name__}: {exc})")]
+
+    def one_by_one(self, batch: list[PreparedImage], exc: Exception) -> list[ScoreResult]:
+        """After a failed batch: each picture alone, so that only the one that broke it gets a failure row."""
+        if len(batch) > 1:
+            return [result for item in batch for result in self.score_with_backoff([item])]
+        log.debug("scoring %s failed", batch[0].path, exc_info=(type(exc), exc, exc.__traceback__))
+        return [self.scorer.failure(batch[0].path, f"scoring failed ({type(exc).__name__}: {exc})")]
+
+
+def out_of_gpu_memory(exc: Exception) -> bool:
+    """Whether ``exc`` is PyTorch's CUDA out-of-memory (its cache emptied, then); never true where torch is not
+    imported, as on the OpenVINO path."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
