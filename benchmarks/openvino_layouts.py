@@ -6,12 +6,15 @@ Converts stand-in DGIQA and Depth Anything ViT-S (or takes them from dgiqa's cac
 each network, the first call and the best of ``--repeats`` later calls, compiled with a dynamic batch (as dgiqa
 compiles them) and with the shapes fixed (20 crops; one 518 x 686 depth input); for DGIQA also two streams of
 one thread, each scoring half of the crops. The matrix-product peak (bf16, 2048^3) of the same run gives each
-time its share of the arithmetic limit.
+time its share of the arithmetic limit. A second table says where a fixed-shape call's time goes, by OpenVINO
+operation type (its per-node counters, ``PERF_COUNT``): what is not matrix products is what keeps a network
+below the peak.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 import tempfile
 import time
@@ -43,13 +46,24 @@ def timed(work, repeats: int) -> tuple[float, float]:
     return first, best
 
 
+def time_by_operation(model, inputs) -> dict[str, float]:
+    """Seconds per OpenVINO operation type in one call of ``model`` (fixed shapes), from its node counters."""
+    request = core().compile_model(model, "CPU", {**CONFIG, "PERF_COUNT": True}).create_infer_request()
+    request.infer(inputs)  # the first call's warm-up is not counted
+    request.infer(inputs)
+    seconds: collections.Counter = collections.Counter()
+    for node in request.profiling_info:
+        seconds[node.node_type] += node.real_time.total_seconds()
+    return dict(seconds)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crops", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    rows = []
+    rows, operations = [], {}
     with tempfile.TemporaryDirectory(prefix="dgiqa-layouts-") as tmp:
         dgiqa_file, depth_file = standin_weights(Path(tmp), "vits")
         crops = [rng.standard_normal((args.crops, 3, 224, 224)).astype(np.float32) for _ in range(2)]
@@ -71,6 +85,8 @@ def main(argv=None) -> int:
                 request = core().compile_model(model, "CPU", CONFIG).create_infer_request()
                 first, best = timed(lambda r=request, x=inputs: r.infer(x), args.repeats)
                 rows.append((arch, f"{layout} shapes, 1 stream", first, best, gflop))
+                if layout == "fixed":
+                    operations[arch] = time_by_operation(model, inputs)
             if arch == "dgiqa":
                 streams = core().compile_model(
                     core().read_model(str(xml)), "CPU", {**CONFIG, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2}
@@ -91,6 +107,14 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     for arch, layout, first, best, gflop in rows:
         print(f"| {arch} | {layout} | {first:.2f} | {best:.2f} | {100 * gflop / best / peak:.0f}% |")
+    print()
+    print("Where a fixed-shape call's time goes (share of the operations' summed time; the 8 largest types):")
+    print("| network | " + " | ".join(f"{i}." for i in range(1, 9)) + " |")
+    print("|---|" + "---|" * 8)
+    for arch, seconds in operations.items():
+        total = sum(seconds.values())
+        largest = sorted(seconds.items(), key=lambda item: -item[1])[:8]
+        print(f"| {arch} | " + " | ".join(f"{kind} {100 * t / total:.1f}%" for kind, t in largest) + " |")
     return 0
 
 

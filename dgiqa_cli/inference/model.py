@@ -33,6 +33,7 @@ from dgiqa_cli.inference.backends import (
     default_cache_dir,
     from_cache,
     pick_backend,
+    scoring_streams,
 )
 from dgiqa_cli.inference.defaults import DEFAULT_CROP_MODE, DEFAULT_CROPS, DEFAULT_SEED
 from dgiqa_cli.inference.runtime import host_array, inference_context, pick_device, pick_precision
@@ -171,10 +172,13 @@ class IQAModel:
         """
         if self.backend != "openvino":
             return weights.network.to(self.device)
-        # The scoring network sees one picture's crops at a time on the CPU (the batch engine's default): that
-        # batch is compiled as a fixed shape. Depth inputs vary in shape with the picture's: dynamic.
-        scoring = weights.arch in FAMILIES and self.crops <= self.max_crops
-        fixed = {"precision": self.precision, "fixed_batch": self.crops if scoring else None}
+        # The scoring network sees one picture's crops at a time on the CPU (the batch engine's default), split
+        # between its streams: that part is compiled as a fixed shape. Depth inputs vary in shape with the
+        # picture's, one at a time: dynamic, one stream on every core.
+        scoring = weights.arch in FAMILIES
+        streams = scoring_streams() if scoring else 1
+        part = self.crops // streams if self.crops % streams == 0 and self.crops <= self.max_crops else None
+        fixed = {"precision": self.precision, "fixed_batch": part if scoring else None, "streams": streams}
         try:
             fast = from_cache(weights.arch, weights.sha256, lambda: weights.network, **fixed)
         except BackendUnavailable:  # accelerate below says why, once, and keeps PyTorch

@@ -23,6 +23,7 @@ from dgiqa_cli.inference.backends.openvino_runtime import (
     default_cache_dir,
     openvino_network,
     openvino_problem,
+    scoring_streams,
     supports_precision,
 )
 from dgiqa_cli.inference.runtime import Device
@@ -38,6 +39,7 @@ __all__ = [
     "default_cache_dir",
     "from_cache",
     "pick_backend",
+    "scoring_streams",
     "supports_precision",
 ]
 
@@ -83,6 +85,7 @@ def accelerate(
     cache_dir: str | os.PathLike | None = None,
     threads: int | None = None,
     fixed_batch: int | None = None,
+    streams: int = 1,
 ):
     """``module`` compiled by OpenVINO for the CPU, callable like ``module``; ``module`` itself on failure.
 
@@ -91,7 +94,8 @@ def accelerate(
     ``weights_sha256``: the digest of the weights file, the cache key (default: a digest of the
     module's state dict, slower). ``cache_dir``: default :func:`default_cache_dir`. ``threads``:
     OpenVINO's inference threads (default: every core). ``fixed_batch``: the batch most calls have (a picture's
-    crops), compiled for that shape (:class:`OpenVINONetwork`)."""
+    crops, per stream), compiled for that shape; ``streams``: parts a call's batch runs in at once
+    (:class:`OpenVINONetwork`)."""
     try:
         return openvino_network(
             module,
@@ -101,6 +105,7 @@ def accelerate(
             cache_dir=cache_dir,
             threads=threads,
             fixed_batch=fixed_batch,
+            streams=streams,
         )
     except BackendUnavailable as exc:  # the same words as pick_backend's, so a broken install warns once
         warn_once("%s: running with PyTorch (slower on the CPU)", exc)
@@ -112,7 +117,15 @@ def accelerate(
 
 
 def from_cache(
-    arch: str, weights_sha256: str, load_module, *, precision: str, cache_dir=None, threads=None, fixed_batch=None
+    arch: str,
+    weights_sha256: str,
+    load_module,
+    *,
+    precision: str,
+    cache_dir=None,
+    threads=None,
+    fixed_batch=None,
+    streams: int = 1,
 ):
     """The network compiled from OpenVINO's cache entry for these weights, without building the PyTorch module
     (``load_module`` makes it if a caller asks for attention maps); None when the cache has no entry (or a
@@ -126,6 +139,7 @@ def from_cache(
             cache_dir=cache_dir,
             threads=threads,
             fixed_batch=fixed_batch,
+            streams=streams,
         )
     except BackendUnavailable:
         raise
