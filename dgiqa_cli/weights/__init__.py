@@ -98,7 +98,10 @@ def load_network(
     resolved = resolve_weights(spec, kind, local_only=local_only)
     card, state_dict = resolved.entry, None
     if card is None and lazy:  # a bare checkpoint: its tensors looked at (mapped) once per version of the file
-        look = lambda path: architecture_of(read_state_dict(path, mmap=True), resolved.label)  # noqa: E731
+
+        def look(path):
+            return architecture_of(read_state_dict(path, mmap=True), resolved.label)
+
         detected = remembered(resolved.path, "arch", look, valid=ARCHITECTURES.__contains__)
     elif card is None:
         state_dict = read_state_dict(resolved.path)
