@@ -276,11 +276,11 @@ class IQAModel:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
-    def _forward(self, network, inputs: list, **kwargs):
-        """One pass of ``network``: an OpenVINO network takes the arrays as they are (that path never imports
-        PyTorch); a PyTorch one (or attention maps, which only it gives) runs in inference mode with the
-        precision's settings."""
-        if isinstance(network, OpenVINONetwork) and not kwargs.get("return_attention"):
+    def _forward(self, network, inputs: list, arrays: bool, **kwargs):
+        """One pass of ``network``: NumPy ``arrays`` go to an OpenVINO network as they are (that path never imports
+        PyTorch); tensors (a PyTorch network, or attention maps, which only it gives) run in inference mode with
+        the precision's settings."""
+        if arrays:
             return network(*inputs)
         import torch
 
@@ -297,7 +297,7 @@ class IQAModel:
         out: list = [None] * len(depth_inputs)
         for indices in by_shape.values():
             batch = np.stack([depth_inputs[i] for i in indices])
-            depths = self._forward(self.depth, [batch if arrays else self.to_device(batch)])
+            depths = self._forward(self.depth, [batch if arrays else self.to_device(batch)], arrays)
             for i, depth in zip(indices, depths if arrays else depths.float(), strict=True):
                 out[i] = depth
         return out
@@ -353,7 +353,7 @@ class IQAModel:
         scores, maps = [], []
         for start in range(0, len(crops[0]), self.max_crops):
             inputs = [self.network_input(c[start : start + self.max_crops], arrays) for c in crops]
-            out = self._forward(self.network, inputs, return_attention=return_attention)
+            out = self._forward(self.network, inputs, arrays, return_attention=return_attention)
             if return_attention:
                 out, attention = out
                 maps.append(attention)

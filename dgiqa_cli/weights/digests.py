@@ -93,4 +93,4 @@ def remembered(path: str | os.PathLike, fact: str, compute: Callable[[Path], str
 
 def file_sha256(path: str | os.PathLike) -> str:
     """``path``'s sha256: from its record when the file is the version recorded, else hashed (and recorded)."""
-    return remembered(path, "sha256", lambda resolved: sha256_of(resolved), valid=_SHA256.match)
+    return remembered(path, "sha256", sha256_of, valid=_SHA256.match)

@@ -427,11 +427,16 @@ def with_batch(model, batch: int | None):
     return model
 
 
+def compiled_variant(config: dict, batch: int | None = None) -> dict:
+    """What a compiled blob is made with: ``config``, and the fixed batch when there is one."""
+    return config if batch is None else {**config, "batch": batch}
+
+
 def compiled_blob(folder: Path, config: dict, batch: int | None = None) -> Path:
     """Where an entry's network compiled with ``config`` (and ``batch``) is saved; its record is beside it
     (``.json``)."""
-    variant = config if batch is None else {**config, "batch": batch}
-    return folder / f"compiled-{hashlib.sha256(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:12]}.blob"
+    tag = hashlib.sha256(json.dumps(compiled_variant(config, batch), sort_keys=True).encode()).hexdigest()[:12]
+    return folder / f"compiled-{tag}.blob"
 
 
 def compile_entry(folder: Path, config: dict, batch: int | None = None):
@@ -444,7 +449,7 @@ def compile_entry(folder: Path, config: dict, batch: int | None = None):
 
     OpenVINO's own ``CACHE_DIR`` would do the same but runs a damaged blob silently (wrong scores), so the blob
     is ours: written atomically, its sha256 recorded beside it and checked (once per version of the file)."""
-    variant = config if batch is None else {**config, "batch": batch}
+    variant = compiled_variant(config, batch)
     blob = compiled_blob(folder, config, batch)
     record = blob.with_suffix(".json")
     try:
